@@ -1,0 +1,1 @@
+"""Subcommands of ``scion-appliance``; each module: ``HELP``, ``add_arguments``, ``run``."""

@@ -1,0 +1,1 @@
+"""SCION protocol model, sans-IO: addresses, headers, paths, SCMP. Bytes and values in and out."""
