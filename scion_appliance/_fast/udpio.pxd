@@ -1,0 +1,22 @@
+# C declarations of the batched UDP I/O, for other Cython modules to cimport (e.g. a router step that
+# writes destination records itself).
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
+
+
+cdef extern from "udpio.h" nogil:
+    ctypedef struct udpio_addr:
+        uint16_t family
+        uint16_t port
+        uint32_t scope_id
+        uint8_t addr[16]
+
+    int UDPIO_ADDR_SIZE
+    int UDPIO_DEST_NONE
+    int UDPIO_DEST_ONE
+    int UDPIO_DEST_SLOT
+
+    int udpio_recv(int fd, unsigned char *buf, size_t stride, uint32_t *lengths, udpio_addr *addrs,
+                   unsigned n)
+    int udpio_send(int fd, const unsigned char *buf, size_t stride, size_t nslots, const uint32_t *lengths,
+                   const uint32_t *offsets, const udpio_addr *dests, int dest_mode, const uint32_t *order,
+                   unsigned start, unsigned n)
