@@ -1,0 +1,173 @@
+/* AES-128 block and single-block CMAC for hop-field MACs.  See aes_cmac.h for the rules. */
+#define OPENSSL_SUPPRESS_DEPRECATED 1 /* AES_encrypt: a const key schedule, no context to share */
+
+#include "aes_cmac.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define HM_X86 1
+#include <immintrin.h>
+#endif
+
+static int hm_ni_state = -1; /* -1 unknown, 0 absent, 1 present; a benign race */
+
+int hm_cpu_has_aesni(void) {
+#ifdef HM_X86
+    if (hm_ni_state < 0) {
+        __builtin_cpu_init();
+        hm_ni_state = __builtin_cpu_supports("aes") && __builtin_cpu_supports("sse2") ? 1 : 0;
+    }
+    return hm_ni_state;
+#else
+    return 0;
+#endif
+}
+
+#ifdef HM_X86
+#define HM_NI __attribute__((target("aes,sse2")))
+
+HM_NI static inline __m128i hm_expand_step(__m128i key, __m128i gen) {
+    gen = _mm_shuffle_epi32(gen, 0xff);
+    key = _mm_xor_si128(key, _mm_slli_si128(key, 4));
+    key = _mm_xor_si128(key, _mm_slli_si128(key, 4));
+    key = _mm_xor_si128(key, _mm_slli_si128(key, 4));
+    return _mm_xor_si128(key, gen);
+}
+
+HM_NI static void hm_expand_ni(uint8_t rk[11 * 16], const uint8_t key[16]) {
+    __m128i k = _mm_loadu_si128((const __m128i *)key);
+    _mm_storeu_si128((__m128i *)rk, k);
+/* _mm_aeskeygenassist_si128 needs an immediate round constant, hence the unrolled steps. */
+#define HM_STEP(i, rcon)                                                       \
+    k = hm_expand_step(k, _mm_aeskeygenassist_si128(k, rcon));                 \
+    _mm_storeu_si128((__m128i *)(rk + 16 * (i)), k);
+    HM_STEP(1, 0x01)
+    HM_STEP(2, 0x02)
+    HM_STEP(3, 0x04)
+    HM_STEP(4, 0x08)
+    HM_STEP(5, 0x10)
+    HM_STEP(6, 0x20)
+    HM_STEP(7, 0x40)
+    HM_STEP(8, 0x80)
+    HM_STEP(9, 0x1b)
+    HM_STEP(10, 0x36)
+#undef HM_STEP
+}
+
+HM_NI static inline __m128i hm_encrypt_ni(const uint8_t *rk, __m128i b) {
+    b = _mm_xor_si128(b, _mm_loadu_si128((const __m128i *)rk));
+    for (int r = 1; r < 10; r++)
+        b = _mm_aesenc_si128(b, _mm_loadu_si128((const __m128i *)(rk + 16 * r)));
+    return _mm_aesenclast_si128(b, _mm_loadu_si128((const __m128i *)(rk + 160)));
+}
+
+HM_NI static void hm_aes_ni(const hm_key *k, const uint8_t in[16], uint8_t out[16]) {
+    __m128i b = _mm_loadu_si128((const __m128i *)in);
+    _mm_storeu_si128((__m128i *)out, hm_encrypt_ni(k->rk, b));
+}
+
+HM_NI static void hm_cmac_ni(const hm_key *k, const uint8_t in[16], uint8_t out[16]) {
+    __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)in),
+                              _mm_loadu_si128((const __m128i *)k->k1));
+    _mm_storeu_si128((__m128i *)out, hm_encrypt_ni(k->rk, b));
+}
+#endif
+
+void hm_aes_block(const hm_key *k, const uint8_t in[16], uint8_t out[16]) {
+#ifdef HM_X86
+    if (k->use_ni) {
+        hm_aes_ni(k, in, out);
+        return;
+    }
+#endif
+    AES_encrypt(in, out, &k->ossl);
+}
+
+void hm_cmac_block(const hm_key *k, const uint8_t in[16], uint8_t out[16]) {
+#ifdef HM_X86
+    if (k->use_ni) {
+        hm_cmac_ni(k, in, out);
+        return;
+    }
+#endif
+    uint8_t m[16];
+    for (int i = 0; i < 16; i++)
+        m[i] = in[i] ^ k->k1[i];
+    AES_encrypt(m, out, &k->ossl);
+}
+
+void hm_key_init(hm_key *k, const uint8_t key[16], int force_portable) {
+    memset(k, 0, sizeof(*k));
+    AES_set_encrypt_key(key, 128, &k->ossl);
+    k->use_ni = 0;
+#ifdef HM_X86
+    if (!force_portable && hm_cpu_has_aesni()) {
+        hm_expand_ni(k->rk, key);
+        k->use_ni = 1;
+    }
+#else
+    (void)force_portable;
+#endif
+    /* RFC 4493 subkey: L = AES_K(0^128); K1 = L << 1, xor 0x87 into the last byte if the
+     * top bit of L was set.  Done without a data-dependent branch. */
+    uint8_t zero[16] = {0}, l[16];
+    hm_aes_block(k, zero, l);
+    uint8_t carry = (uint8_t)(l[0] >> 7);
+    for (int i = 0; i < 15; i++)
+        k->k1[i] = (uint8_t)((l[i] << 1) | (l[i + 1] >> 7));
+    k->k1[15] = (uint8_t)((l[15] << 1) ^ (0x87 & (uint8_t)(0 - carry)));
+    memset(l, 0, sizeof(l));
+}
+
+void hm_mac_input(uint8_t b[16], uint16_t seg_id, uint32_t ts, uint8_t exp_time,
+                  uint16_t cons_ingress, uint16_t cons_egress) {
+    b[0] = 0;
+    b[1] = 0;
+    b[2] = (uint8_t)(seg_id >> 8);
+    b[3] = (uint8_t)seg_id;
+    b[4] = (uint8_t)(ts >> 24);
+    b[5] = (uint8_t)(ts >> 16);
+    b[6] = (uint8_t)(ts >> 8);
+    b[7] = (uint8_t)ts;
+    b[8] = 0;
+    b[9] = exp_time;
+    b[10] = (uint8_t)(cons_ingress >> 8);
+    b[11] = (uint8_t)cons_ingress;
+    b[12] = (uint8_t)(cons_egress >> 8);
+    b[13] = (uint8_t)cons_egress;
+    b[14] = 0;
+    b[15] = 0;
+}
+
+void hm_hop_mac(const hm_key *k, uint16_t seg_id, uint32_t ts, uint8_t exp_time,
+                uint16_t cons_ingress, uint16_t cons_egress, uint8_t out[16]) {
+    uint8_t in[16];
+    hm_mac_input(in, seg_id, ts, exp_time, cons_ingress, cons_egress);
+    hm_cmac_block(k, in, out);
+}
+
+int hm_ct_equal(const uint8_t *a, const uint8_t *b, size_t n) {
+    volatile uint8_t acc = 0;
+    for (size_t i = 0; i < n; i++)
+        acc |= (uint8_t)(a[i] ^ b[i]);
+    return acc == 0;
+}
+
+uint32_t hm_raw_limit(const hm_key *k, const uint8_t *buf, size_t stride, const uint32_t *lens,
+                      size_t n, size_t hdr_copy, unsigned blocks, uint8_t *scratch) {
+    uint32_t sum = 0;
+    uint8_t out[16];
+    for (size_t i = 0; i < n; i++) {
+        size_t c = lens[i] < hdr_copy ? lens[i] : hdr_copy;
+        if (c < 16)
+            continue;
+        memcpy(scratch, buf + i * stride, c);
+        for (unsigned j = 0; j < blocks; j++) {
+            hm_cmac_block(k, scratch + c - 16, out);
+            scratch[c - 16] ^= out[0];
+            sum += out[0];
+        }
+    }
+    return sum;
+}

@@ -1,0 +1,62 @@
+/* Hop-field MAC primitive: AES-128 on one block and CMAC of one complete block.
+ *
+ * Rules kept here:
+ * - The SCION hop-field MAC input is exactly one 16-byte block, so CMAC reduces to
+ *   AES_K(M xor K1).  Everything that depends on the key alone (round keys, K1) is computed
+ *   once in hm_key_init and the per-packet cost is one AES block.
+ * - AES-NI is used when the CPU has it (checked at run time); otherwise OpenSSL's AES.
+ * - No allocation, no global state besides the cached CPU check; a hm_key is read-only after
+ *   init, so one key may be used from several threads.
+ * - Comparisons of MACs are constant time (hm_ct_equal).
+ */
+#ifndef SCION_AES_CMAC_H
+#define SCION_AES_CMAC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/aes.h>
+
+#define HM_MAC_LEN 6    /* bytes of the CMAC kept in a hop field */
+#define HM_BLOCK 16
+
+typedef struct hm_key {
+    uint8_t rk[11 * 16]; /* AES-128 encryption round keys (AES-NI layout); unaligned loads */
+    uint8_t k1[16];      /* CMAC subkey K1 */
+    int use_ni;          /* 1: AES-NI path, 0: OpenSSL AES_encrypt with `ossl` */
+    AES_KEY ossl;
+} hm_key;
+
+/* 1 when this CPU has AES-NI (cached after the first call). */
+int hm_cpu_has_aesni(void);
+
+/* Expands `key` into `k`.  force_portable != 0 selects the OpenSSL path even with AES-NI
+ * (tests use it to check both paths give the same answers). */
+void hm_key_init(hm_key *k, const uint8_t key[16], int force_portable);
+
+/* out = AES-128_K(in) (in and out may alias). */
+void hm_aes_block(const hm_key *k, const uint8_t in[16], uint8_t out[16]);
+
+/* out = AES-CMAC_K(in) for a single complete 16-byte message (in and out may alias). */
+void hm_cmac_block(const hm_key *k, const uint8_t in[16], uint8_t out[16]);
+
+/* Writes the 16-byte SCION hop-field MAC input (pkg/slayers/path/mac.go MACInput):
+ * 0,0 | SegID | Timestamp | 0 | ExpTime | ConsIngress | ConsEgress | 0,0, big-endian. */
+void hm_mac_input(uint8_t buf[16], uint16_t seg_id, uint32_t timestamp, uint8_t exp_time,
+                  uint16_t cons_ingress, uint16_t cons_egress);
+
+/* Full 16-byte hop-field CMAC of the given fields; the hop field carries out[0:6]. */
+void hm_hop_mac(const hm_key *k, uint16_t seg_id, uint32_t timestamp, uint8_t exp_time,
+                uint16_t cons_ingress, uint16_t cons_egress, uint8_t out[16]);
+
+/* 1 when a[0:n] == b[0:n]; time depends on n only. */
+int hm_ct_equal(const uint8_t *a, const uint8_t *b, size_t n);
+
+/* Raw-limit helper for benchmarks: for each of n slots (slot i at buf + i*stride, length
+ * lens[i]) copy the first `hdr_copy` bytes (bounded by the slot length) into scratch and run
+ * `blocks` AES blocks over 16 bytes taken from the copy.  Returns a checksum so that the
+ * compiler cannot drop the work. */
+uint32_t hm_raw_limit(const hm_key *k, const uint8_t *buf, size_t stride, const uint32_t *lens,
+                      size_t n, size_t hdr_copy, unsigned blocks, uint8_t *scratch);
+
+#endif
