@@ -1,0 +1,182 @@
+"""The TUN device: the gateway's door to the LAN's IP packets.
+
+Rules kept here:
+- A device is ``/dev/net/tun`` with IFF_TUN | IFF_NO_PI: every read or write is exactly one IP packet,
+  no packet-information header. The fd is non-blocking and close-on-exec; waiting is the caller's job
+  (``trio.lowlevel.wait_readable(dev.fileno())``).
+- Packets move in batches through ``scion_appliance._fast.tunio`` (slot layout shared by the hot path);
+  this module opens, configures (MTU, addresses, routes, up through iproute2) and closes.
+- A device may be created inside a named network namespace (``netns=``): the fd then reads and writes
+  that namespace's packets, and its configuration is applied there.
+- What the operator can fix raises ``OperatorError``: missing /dev/net/tun, missing privileges, a name
+  already taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import struct
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from scion_appliance import netns as _netns
+from scion_appliance._fast import tunio
+from scion_appliance.errors import OperatorError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+TUN_PATH = "/dev/net/tun"
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+# struct ifreq: 16-byte name, then a union whose first member (short flags) is all TUNSETIFF reads.
+_IFREQ = struct.Struct("16sH22x")
+
+NEEDS_PRIVILEGE = "run as root or give the process CAP_NET_ADMIN (systemd: AmbientCapabilities=CAP_NET_ADMIN)"
+
+
+def unavailable_reason() -> str | None:
+    """None when a TUN device can be created here, otherwise why not (one line)."""
+    if not os.path.exists(TUN_PATH):
+        return f"{TUN_PATH} is missing: load the tun module (`modprobe tun`) or pass the device in"
+    if os.geteuid() != 0:
+        return f"creating TUN devices needs CAP_NET_ADMIN: {NEEDS_PRIVILEGE}"
+    return None
+
+
+def _open_fd(name: str) -> tuple[int, str]:
+    try:
+        fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise OperatorError(
+            f"{TUN_PATH} is missing: load the tun kernel module (`modprobe tun`), or in a container "
+            f"pass the device in (e.g. `--device /dev/net/tun`)"
+        ) from None
+    except PermissionError:
+        raise OperatorError(f"opening {TUN_PATH} was refused: {NEEDS_PRIVILEGE}") from None
+    try:
+        ifr = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(name.encode(), IFF_TUN | IFF_NO_PI))
+    except OSError as e:
+        os.close(fd)
+        if e.errno == errno.EPERM:
+            raise OperatorError(f"creating TUN device {name!r} was refused: {NEEDS_PRIVILEGE}") from None
+        if e.errno == errno.EBUSY:
+            raise OperatorError(
+                f"TUN device name {name!r} is taken by another device or process: choose another name"
+            ) from None
+        raise OperatorError(f"creating TUN device {name!r} failed: {e.strerror} (errno {e.errno})") from None
+    actual = _IFREQ.unpack(ifr)[0].rstrip(b"\0").decode()
+    return fd, actual
+
+
+class TunDevice:
+    """An open TUN device. ``TunDevice.open(...)`` creates and configures one; ``close()`` removes it
+    (a non-persistent TUN device disappears with its last fd)."""
+
+    def __init__(self, fd: int, name: str, netns: str | None = None) -> None:
+        self._fd = fd
+        self.name = name
+        self.netns = netns
+
+    @classmethod
+    def open(
+        cls,
+        name: str = "sa%d",
+        *,
+        netns: str | None = None,
+        mtu: int | None = None,
+        addresses: Sequence[str] = (),
+        routes: Sequence[str] = (),
+        up: bool = True,
+    ) -> TunDevice:
+        """Creates TUN device ``name`` (``%d`` lets the kernel number it), optionally inside network
+        namespace ``netns``, then sets its MTU, adds ``addresses`` (CIDR), brings it up and adds
+        ``routes`` (prefixes routed into the device)."""
+        _netns.check_ifname(name.replace("%d", "0"))
+        with _netns.entered(netns) if netns is not None else contextlib.nullcontext():
+            fd, actual = _open_fd(name)
+        dev = cls(fd, actual, netns)
+        try:
+            if mtu is not None:
+                dev.set_mtu(mtu)
+            for cidr in addresses:
+                dev.add_address(cidr)
+            if up:
+                dev.set_up()
+            for prefix in routes:
+                dev.add_route(prefix)
+        except BaseException:
+            dev.close()
+            raise
+        return dev
+
+    # -- configuration (iproute2, in the device's namespace) ---------------------------------------------
+
+    def set_mtu(self, mtu: int) -> None:
+        if not 68 <= mtu <= 65535:
+            raise ValueError(f"MTU {mtu} outside 68..65535")
+        _netns.set_mtu(self.name, mtu, netns=self.netns)
+
+    def add_address(self, cidr: str) -> None:
+        _netns.add_address(self.name, cidr, netns=self.netns)
+
+    def add_route(self, prefix: str) -> None:
+        _netns.add_route(prefix, dev=self.name, netns=self.netns)
+
+    def set_up(self) -> None:
+        _netns.set_up(self.name, netns=self.netns)
+
+    def set_down(self) -> None:
+        _netns.set_down(self.name, netns=self.netns)
+
+    @property
+    def mtu(self) -> int:
+        out = _netns.ip("-o", "link", "show", "dev", self.name, netns=self.netns).split()
+        return int(out[out.index("mtu") + 1])
+
+    # -- packets ---------------------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise ValueError(f"TUN device {self.name} is closed")
+        return self._fd
+
+    def read_batch(self, buf: Buffer, stride: int, lengths: Buffer, max_count: int = -1) -> int:
+        """Reads waiting packets into the slot batch; see ``tunio.read_batch``."""
+        return tunio.read_batch(self.fileno(), buf, stride, lengths, max_count)
+
+    def write_batch(self, buf: Buffer, stride: int, lengths: Buffer, offsets: Buffer | None, count: int,
+                    start: int = 0) -> int:
+        """Writes slots ``start..start+count-1``; see ``tunio.write_batch``."""
+        return tunio.write_batch(self.fileno(), buf, stride, lengths, offsets, count, start)
+
+    def write(self, packet: bytes) -> None:
+        """Writes one IP packet (control-plane use; the data path uses ``write_batch``)."""
+        os.write(self.fileno(), packet)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def __enter__(self) -> TunDevice:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f" netns={self.netns}" if self.netns else ""
+        return f"<TunDevice {self.name}{where} fd={self._fd}>"
+
