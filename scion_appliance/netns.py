@@ -20,7 +20,8 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,33 @@ def link_exists(dev: str, *, netns: str | None = None) -> bool:
     except OperatorError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class LinkedPair:
+    """Two namespaces joined by one veth link, with an address on each end."""
+
+    a: str  # namespace names
+    b: str
+    dev_a: str  # the veth end inside a / inside b
+    dev_b: str
+    addr_a: str  # host addresses (no prefix length)
+    addr_b: str
+
+
+@contextmanager
+def linked_pair(
+    cidr_a: str = "198.51.100.1/30", cidr_b: str = "198.51.100.2/30", *, prefix: str = "sa"
+) -> Iterator[LinkedPair]:
+    """Two fresh namespaces and a veth between them (``veth0`` in each, addressed ``cidr_a`` and
+    ``cidr_b``, up), deleted afterwards whatever happens. Defaults are TEST-NET-2 addresses."""
+    with ExitStack() as stack:
+        a = stack.enter_context(scratch(prefix))
+        b = stack.enter_context(scratch(prefix))
+        add_veth("veth0", "veth0", netns_a=a, netns_b=b)
+        add_address("veth0", cidr_a, netns=a)
+        add_address("veth0", cidr_b, netns=b)
+        yield LinkedPair(a, b, "veth0", "veth0", cidr_a.split("/")[0], cidr_b.split("/")[0])
 
 
 # -- running inside -------------------------------------------------------------------------------------
