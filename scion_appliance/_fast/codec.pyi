@@ -1,6 +1,6 @@
 from typing import Any
 
-from collections.abc import Buffer
+from typing_extensions import Buffer
 
 REASONS: tuple[str, ...]
 RECORD_SIZE: int

@@ -32,9 +32,11 @@ def _packets(args: argparse.Namespace, blob: bytes) -> Iterator[tuple[dict[str, 
                 if f.payload is None:
                     meta["skipped"] = f.skipped
                 else:
-                    meta["underlay"] = {"src": f"{f.src[0]}:{f.src[1]}", "dst": f"{f.dst[0]}:{f.dst[1]}"} if (
-                        f.src and f.dst
-                    ) else None
+                    meta["underlay"] = (
+                        {"src": f"{f.src[0]}:{f.src[1]}", "dst": f"{f.dst[0]}:{f.dst[1]}"}
+                        if (f.src and f.dst)
+                        else None
+                    )
                 yield meta, f.payload
         except PcapError as e:
             raise OperatorError(f"{args.file}: {e}") from None
@@ -53,10 +55,9 @@ def _packets(args: argparse.Namespace, blob: bytes) -> Iterator[tuple[dict[str, 
 
 
 def decode_one(data: bytes) -> dict[str, Any]:
+    from scion_appliance._fast import codec
     from scion_appliance.scion.errors import ScionParseError
     from scion_appliance.scion.packet import from_record, record
-
-    from scion_appliance._fast import codec
 
     try:
         rec = record(data)

@@ -55,4 +55,8 @@ class RawPayload:
         return self.data
 
     def to_json(self) -> dict[str, Any]:
-        return {"proto": PROTO_NAMES.get(self.proto, str(self.proto)), "length": len(self.data), "data": self.data.hex()}
+        return {
+            "proto": PROTO_NAMES.get(self.proto, str(self.proto)),
+            "length": len(self.data),
+            "data": self.data.hex(),
+        }

@@ -11,7 +11,7 @@ Rules kept here:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scion_appliance._fast import codec
@@ -34,7 +34,7 @@ class ScionPacket:
     dst_host: HostAddr
     src_host: HostAddr
     l4: L4
-    path: Path = EmptyPath()
+    path: Path = field(default_factory=EmptyPath)
     traffic_class: int = 0
     flow_id: int = 1
     hbh: ExtensionHeader | None = None
@@ -63,7 +63,9 @@ class ScionPacket:
         common = _COMMON.pack(
             first, protos[0], hdr_len // 4, len(payload), self.path.path_type, (dst_type << 4) | src_type, 0
         )
-        return common + self.dst_ia.to_bytes() + self.src_ia.to_bytes() + dst_raw + src_raw + path_raw + payload
+        return (
+            common + self.dst_ia.to_bytes() + self.src_ia.to_bytes() + dst_raw + src_raw + path_raw + payload
+        )
 
     def with_checksum(self) -> ScionPacket:
         """The packet with its UDP or SCMP checksum computed over the SCION pseudo-header."""

@@ -43,10 +43,17 @@ class InfoField:
         return cls(bool(flags & 0x01), bool(flags & 0x02), seg_id, ts)
 
     def to_bytes(self) -> bytes:
-        return _INFO.pack((0x02 if self.peer else 0) | (0x01 if self.cons_dir else 0), self.seg_id, self.timestamp)
+        return _INFO.pack(
+            (0x02 if self.peer else 0) | (0x01 if self.cons_dir else 0), self.seg_id, self.timestamp
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"cons_dir": self.cons_dir, "peer": self.peer, "seg_id": self.seg_id, "timestamp": self.timestamp}
+        return {
+            "cons_dir": self.cons_dir,
+            "peer": self.peer,
+            "seg_id": self.seg_id,
+            "timestamp": self.timestamp,
+        }
 
 
 @dataclass(frozen=True)
@@ -135,14 +142,19 @@ class ScionPath:
         meta = PathMeta.from_bytes(raw)
         n_inf, n_hops = meta.num_inf, meta.num_hops
         infos = tuple(
-            InfoField.from_bytes(raw[META_LEN + i * INFO_LEN : META_LEN + (i + 1) * INFO_LEN]) for i in range(n_inf)
+            InfoField.from_bytes(raw[META_LEN + i * INFO_LEN : META_LEN + (i + 1) * INFO_LEN])
+            for i in range(n_inf)
         )
         base = META_LEN + n_inf * INFO_LEN
-        hops = tuple(HopField.from_bytes(raw[base + i * HOP_LEN : base + (i + 1) * HOP_LEN]) for i in range(n_hops))
+        hops = tuple(
+            HopField.from_bytes(raw[base + i * HOP_LEN : base + (i + 1) * HOP_LEN]) for i in range(n_hops)
+        )
         return cls(meta, infos, hops)
 
     @classmethod
-    def build(cls, segments: list[tuple[InfoField, list[HopField]]], curr_inf: int = 0, curr_hf: int = 0) -> ScionPath:
+    def build(
+        cls, segments: list[tuple[InfoField, list[HopField]]], curr_inf: int = 0, curr_hf: int = 0
+    ) -> ScionPath:
         """A path from (info field, hop fields) segments in travel order."""
         if not 1 <= len(segments) <= 3:
             raise ValueError("a SCION path has one to three segments")
@@ -170,13 +182,19 @@ class ScionPath:
         n_inf, n_hops = self.meta.num_inf, self.meta.num_hops
         seg = list(self.meta.seg_len[:n_inf])[::-1] + [0] * (3 - n_inf)
         infos = tuple(replace(i, cons_dir=not i.cons_dir) for i in reversed(self.info_fields))
-        meta = PathMeta(n_inf - self.meta.curr_inf - 1, n_hops - self.meta.curr_hf - 1, (seg[0], seg[1], seg[2]))
+        meta = PathMeta(
+            n_inf - self.meta.curr_inf - 1, n_hops - self.meta.curr_hf - 1, (seg[0], seg[1], seg[2])
+        )
         return ScionPath(meta, infos, tuple(reversed(self.hop_fields)))
 
     def to_json(self) -> dict[str, Any]:
         return {
             "type": "SCION",
-            "meta": {"curr_inf": self.meta.curr_inf, "curr_hf": self.meta.curr_hf, "seg_len": list(self.meta.seg_len)},
+            "meta": {
+                "curr_inf": self.meta.curr_inf,
+                "curr_hf": self.meta.curr_hf,
+                "seg_len": list(self.meta.seg_len),
+            },
             "info_fields": [i.to_json() for i in self.info_fields],
             "hop_fields": [h.to_json() for h in self.hop_fields],
         }

@@ -92,7 +92,13 @@ class ScmpMessage:
         return {"body": self.body.hex()}
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "name": self.name, "code": self.code, "checksum": self.checksum, **self.fields()}
+        return {
+            "type": self.type,
+            "name": self.name,
+            "code": self.code,
+            "checksum": self.checksum,
+            **self.fields(),
+        }
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ScmpMessage:
@@ -184,7 +190,12 @@ class InternalConnectivityDown(ScmpMessage):
         return int.from_bytes(self.body[16:24], "big")
 
     def fields(self) -> dict[str, Any]:
-        return {"isd_as": str(self.ia), "ingress": self.ingress, "egress": self.egress, "quote_len": len(self.body) - 24}
+        return {
+            "isd_as": str(self.ia),
+            "ingress": self.ingress,
+            "egress": self.egress,
+            "quote_len": len(self.body) - 24,
+        }
 
     @classmethod
     def new(cls, ia: IA, ingress: int, egress: int, quote: bytes) -> ScmpMessage:
@@ -244,10 +255,17 @@ class Traceroute(ScmpMessage):
         }
 
     @classmethod
-    def new(cls, identifier: int, sequence: int, ia: IA | None = None, interface: int = 0, *, reply: bool = False) -> ScmpMessage:
+    def new(
+        cls, identifier: int, sequence: int, ia: IA | None = None, interface: int = 0, *, reply: bool = False
+    ) -> ScmpMessage:
         t = TRACEROUTE_REPLY if reply else TRACEROUTE_REQUEST
         ia_bytes = ia.to_bytes() if ia else bytes(8)
-        body = identifier.to_bytes(2, "big") + sequence.to_bytes(2, "big") + ia_bytes + interface.to_bytes(8, "big")
+        body = (
+            identifier.to_bytes(2, "big")
+            + sequence.to_bytes(2, "big")
+            + ia_bytes
+            + interface.to_bytes(8, "big")
+        )
         return cls(t, 0, 0, body)
 
 
