@@ -21,6 +21,7 @@ from scion_appliance.errors import OperatorError
 # name -> module under scion_appliance.commands; keep in the order `--help` should list them.
 COMMANDS: dict[str, str] = {
     "decode": "decode",
+    "check-config": "check_config",
 }
 
 
