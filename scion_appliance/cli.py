@@ -22,6 +22,8 @@ from scion_appliance.errors import OperatorError
 COMMANDS: dict[str, str] = {
     "decode": "decode",
     "check-config": "check_config",
+    "keygen": "keygen",
+    "pubkey": "pubkey",
 }
 
 
