@@ -1,0 +1,276 @@
+# distutils: sources = csrc/aes_cmac.c csrc/router_step.c
+# distutils: libraries = crypto
+"""Border-router path processing over one packet or a whole batch (C in csrc/router_step.c).
+
+Rules kept here:
+- ``RouterStep`` holds one AS's expanded hop-field key, its ISD-AS and (in table mode) the
+  per-interface table; the packet bytes are changed in place exactly as the reference router
+  changes them, and each packet gets a reason code (0 = OK) from ``scion_appliance.router.reasons``.
+- ``batch`` follows the batch convention (N slots in one writable buffer, slot i at i*stride,
+  lengths in ``unsigned int[::1]``), runs without the GIL, and returns the OK packets grouped by
+  (action, egress interface) so the caller sends one group per link.
+- Interface ids are 16-bit; ``now`` is whole unix seconds (pass ``ceil(time.time())`` to match
+  the reference router's "expiry before now" test).
+"""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from scion_appliance._fast.aes_cmac cimport hm_key, hm_key_init, hm_raw_limit
+
+
+cdef extern from "router_step.h" nogil:
+    enum:
+        RS_OK
+        RS_NREASONS
+        RS_ACT_NONE
+        RS_ACT_FORWARD
+        RS_ACT_SIBLING
+        RS_ACT_DELIVER
+        RS_F_XOVER
+        RS_F_PEERING
+        RS_F_CONSDIR
+        RS_MODE_TABLE
+        RS_MODE_INGRESS_ONLY
+        RS_MODE_EGRESS_ALL
+        RS_LINK_NONE
+        RS_LINK_CORE
+        RS_LINK_PARENT
+        RS_LINK_CHILD
+        RS_LINK_PEER
+        RS_LINK_MASK
+        RS_IF_OWNED
+        RS_IF_DOWN
+
+    ctypedef struct rs_config:
+        hm_key key
+        uint64_t local_ia
+        const uint8_t *ifs
+        int mode
+
+    ctypedef struct rs_result:
+        uint16_t egress
+        uint16_t pointer
+        uint8_t action
+        uint8_t flags
+
+    int rs_step(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, uint64_t now,
+                rs_result *out)
+    size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_t *lens, size_t n,
+                    uint16_t ingress, uint64_t now, uint8_t *reason, uint8_t *action, uint16_t *egress,
+                    uint16_t *pointer, uint32_t *order, uint32_t *group_off, uint32_t *group_key,
+                    size_t *n_ok)
+
+
+OK = RS_OK
+N_REASONS = RS_NREASONS
+ACT_NONE = RS_ACT_NONE
+ACT_FORWARD = RS_ACT_FORWARD
+ACT_SIBLING = RS_ACT_SIBLING
+ACT_DELIVER = RS_ACT_DELIVER
+F_XOVER = RS_F_XOVER
+F_PEERING = RS_F_PEERING
+F_CONSDIR = RS_F_CONSDIR
+MODE_TABLE = RS_MODE_TABLE
+MODE_INGRESS_ONLY = RS_MODE_INGRESS_ONLY
+MODE_EGRESS_ALL = RS_MODE_EGRESS_ALL
+LINK_NONE = RS_LINK_NONE
+LINK_CORE = RS_LINK_CORE
+LINK_PARENT = RS_LINK_PARENT
+LINK_CHILD = RS_LINK_CHILD
+LINK_PEER = RS_LINK_PEER
+IF_OWNED = RS_IF_OWNED
+IF_DOWN = RS_IF_DOWN
+
+
+cdef inline uint64_t _now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
+
+
+cdef int _check_batch(const unsigned char[::1] buf, const unsigned int[::1] lens, Py_ssize_t n,
+                      Py_ssize_t stride) except -1:
+    if n < 0 or stride <= 0:
+        raise ValueError(f"bad batch shape: n={n}, stride={stride}")
+    if lens.shape[0] < n:
+        raise ValueError(f"lens holds {lens.shape[0]} entries, batch has {n}")
+    if n and buf.shape[0] < n * stride:
+        raise ValueError(f"buffer of {buf.shape[0]} bytes cannot hold {n} slots of {stride}")
+    return 0
+
+
+cdef class RouterStep:
+    """One AS's border-router path processing: hop key, local ISD-AS and interface table."""
+
+    cdef rs_config cfg
+    cdef uint8_t *table
+
+    def __cinit__(self, hop_key: bytes, *, int mode=RS_MODE_TABLE, local_ia: int = 0):
+        cdef const uint8_t[::1] kb = hop_key
+        if kb.shape[0] != 16:
+            raise ValueError(f"hop-field key must be 16 bytes, got {kb.shape[0]}")
+        if mode not in (RS_MODE_TABLE, RS_MODE_INGRESS_ONLY, RS_MODE_EGRESS_ALL):
+            raise ValueError(f"unknown mode {mode}")
+        if not 0 <= local_ia < (1 << 64):
+            raise ValueError(f"local ISD-AS {local_ia} does not fit 64 bits")
+        self.table = NULL
+        if mode == RS_MODE_TABLE:
+            self.table = <uint8_t *>calloc(65536, 1)
+            if self.table == NULL:
+                raise MemoryError()
+        hm_key_init(&self.cfg.key, &kb[0], 0)
+        self.cfg.local_ia = <uint64_t>local_ia
+        self.cfg.ifs = self.table
+        self.cfg.mode = mode
+
+    def __dealloc__(self):
+        memset(&self.cfg.key, 0, sizeof(hm_key))
+        if self.table != NULL:
+            free(self.table)
+            self.table = NULL
+
+    @property
+    def mode(self) -> int:
+        return self.cfg.mode
+
+    @property
+    def local_ia(self) -> int:
+        return self.cfg.local_ia
+
+    cdef int _need_table(self, int ifid) except -1:
+        if self.table == NULL:
+            raise ValueError("interface table exists only in MODE_TABLE")
+        if not 0 < ifid <= 0xFFFF:
+            raise ValueError(f"interface id {ifid} out of range 1..65535")
+        return 0
+
+    def set_interface(self, int ifid, int link_type, *, bint owned, bint up=True) -> None:
+        """Declares interface `ifid` of this AS: its link type (LINK_*), whether this router owns
+        it (else a sibling router does) and whether it is up."""
+        self._need_table(ifid)
+        if link_type not in (RS_LINK_CORE, RS_LINK_PARENT, RS_LINK_CHILD, RS_LINK_PEER):
+            raise ValueError(f"unknown link type {link_type}")
+        self.table[ifid] = <uint8_t>(link_type | (RS_IF_OWNED if owned else 0) | (0 if up else RS_IF_DOWN))
+
+    def set_up(self, int ifid, bint up) -> None:
+        """Marks a declared interface (or the sibling that owns it) up or down."""
+        self._need_table(ifid)
+        if self.table[ifid] & RS_LINK_MASK == RS_LINK_NONE:
+            raise ValueError(f"interface {ifid} is not declared")
+        if up:
+            self.table[ifid] &= ~RS_IF_DOWN
+        else:
+            self.table[ifid] |= RS_IF_DOWN
+
+    def remove_interface(self, int ifid) -> None:
+        self._need_table(ifid)
+        self.table[ifid] = 0
+
+    def interface(self, int ifid) -> int:
+        """The raw table entry of `ifid` (link type | IF_OWNED | IF_DOWN); 0 when undeclared."""
+        self._need_table(ifid)
+        return self.table[ifid]
+
+    def step(self, unsigned char[::1] packet, *, int length=-1, int ingress=0, long long now):
+        """One step in place on ``packet[:length]`` (whole buffer by default), arriving on
+        ``ingress`` (0: from the internal side in table mode; unknown in MODE_INGRESS_ONLY).
+        Returns (reason, action, egress, pointer, flags)."""
+        cdef rs_result r
+        cdef int st
+        cdef uint8_t dummy = 0
+        cdef uint8_t *p = &dummy
+        if length < 0:
+            length = packet.shape[0]
+        if length > packet.shape[0]:
+            raise ValueError(f"length {length} exceeds the buffer ({packet.shape[0]} bytes)")
+        if not 0 <= ingress <= 0xFFFF:
+            raise ValueError(f"ingress interface {ingress} out of range")
+        if now < 0:
+            raise ValueError("now must be unix seconds")
+        if packet.shape[0] > 0:
+            p = &packet[0]
+        st = rs_step(&self.cfg, p, <uint32_t>length, <uint16_t>ingress, <uint64_t>now, &r)
+        return st, r.action, r.egress, r.pointer, r.flags
+
+    def batch(self, unsigned char[::1] buf, const unsigned int[::1] lens, Py_ssize_t n,
+              Py_ssize_t stride, int ingress, long long now, unsigned char[::1] reason,
+              unsigned char[::1] action, unsigned short[::1] egress, unsigned short[::1] pointer,
+              unsigned int[::1] order, unsigned int[::1] group_off, unsigned int[::1] group_key):
+        """The step over n slots (see router_step.h rs_batch).  Output arrays need n entries
+        (group_off n + 1).  Returns (n_ok, n_groups)."""
+        cdef size_t n_ok = 0, groups = 0
+        cdef uint8_t zero = 0
+        _check_batch(buf, lens, n, stride)
+        if (reason.shape[0] < n or action.shape[0] < n or egress.shape[0] < n or pointer.shape[0] < n
+                or order.shape[0] < n or group_key.shape[0] < n or group_off.shape[0] < n + 1):
+            raise ValueError(f"an output array is shorter than the batch ({n})")
+        if not 0 <= ingress <= 0xFFFF or now < 0:
+            raise ValueError("ingress must be 0..65535 and now unix seconds")
+        if n == 0:
+            group_off[0] = 0
+            return 0, 0
+        with nogil:
+            groups = rs_batch(&self.cfg, &buf[0], <size_t>stride, &lens[0], <size_t>n, <uint16_t>ingress,
+                              <uint64_t>now, &reason[0], &action[0], &egress[0], &pointer[0], &order[0],
+                              &group_off[0], &group_key[0], &n_ok)
+        return n_ok, groups
+
+    def bench_batch(self, unsigned char[::1] work, const unsigned char[::1] pristine,
+                    const unsigned int[::1] lens, Py_ssize_t n, Py_ssize_t stride, int ingress,
+                    long long now, Py_ssize_t hdr_copy, Py_ssize_t rounds) -> int:
+        """Benchmark loop in C: per round, restore the first hdr_copy bytes of every slot from
+        `pristine`, then run the batch step.  Returns elapsed nanoseconds (monotonic clock)."""
+        cdef Py_ssize_t i, r, c
+        cdef size_t n_ok = 0
+        cdef uint64_t t0, t1
+        _check_batch(work, lens, n, stride)
+        if pristine.shape[0] < work.shape[0] or n <= 0 or rounds <= 0:
+            raise ValueError("pristine must cover work; n and rounds must be positive")
+        cdef unsigned char[::1] reason = bytearray(n), action = bytearray(n)
+        cdef unsigned short[::1] egress = memoryview(bytearray(2 * n)).cast("H")
+        cdef unsigned short[::1] pointer = memoryview(bytearray(2 * n)).cast("H")
+        cdef unsigned int[::1] order = memoryview(bytearray(4 * n)).cast("I")
+        cdef unsigned int[::1] group_off = memoryview(bytearray(4 * (n + 1))).cast("I")
+        cdef unsigned int[::1] group_key = memoryview(bytearray(4 * n)).cast("I")
+        c = hdr_copy if hdr_copy < stride else stride
+        with nogil:
+            t0 = _now_ns()
+            for r in range(rounds):
+                for i in range(n):
+                    memcpy(&work[i * stride], &pristine[i * stride], <size_t>c)
+                rs_batch(&self.cfg, &work[0], <size_t>stride, &lens[0], <size_t>n, <uint16_t>ingress,
+                         <uint64_t>now, &reason[0], &action[0], &egress[0], &pointer[0], &order[0],
+                         &group_off[0], &group_key[0], &n_ok)
+            t1 = _now_ns()
+        return <long long>(t1 - t0)
+
+
+def _c_limit(hop_key: bytes, const unsigned char[::1] buf, const unsigned int[::1] lens, Py_ssize_t n,
+             Py_ssize_t stride, Py_ssize_t hdr_copy, unsigned int blocks, Py_ssize_t rounds) -> int:
+    """The raw limit in plain C, timed like ``RouterStep.bench_batch``: per round and packet, copy
+    hdr_copy header bytes and run `blocks` AES-CMAC blocks.  Returns elapsed nanoseconds."""
+    cdef const uint8_t[::1] kb = hop_key
+    cdef hm_key k
+    cdef Py_ssize_t r
+    cdef uint64_t t0, t1
+    cdef uint32_t sink = 0
+    if kb.shape[0] != 16:
+        raise ValueError("hop-field key must be 16 bytes")
+    _check_batch(buf, lens, n, stride)
+    if n <= 0 or rounds <= 0 or not 0 < hdr_copy <= stride:
+        raise ValueError("n and rounds must be positive, hdr_copy in 1..stride")
+    cdef unsigned char[::1] scratch = bytearray(hdr_copy)
+    hm_key_init(&k, &kb[0], 0)
+    with nogil:
+        t0 = _now_ns()
+        for r in range(rounds):
+            sink += hm_raw_limit(&k, &buf[0], <size_t>stride, &lens[0], <size_t>n, <size_t>hdr_copy,
+                                 blocks, &scratch[0])
+        t1 = _now_ns()
+    memset(&k, 0, sizeof(hm_key))
+    if sink == 0xFFFFFFFF:  # keeps the work observable
+        return -1
+    return <long long>(t1 - t0)
