@@ -20,6 +20,7 @@ import socket
 import struct
 
 from libc.stdint cimport uint32_t
+from libc.string cimport memcpy
 
 # udpio_addr, udpio_recv, udpio_send and the UDPIO_* constants come from udpio.pxd beside this file.
 
@@ -66,8 +67,8 @@ def addr_set(unsigned char[::1] addrs, Py_ssize_t i, str host, int port):
     """Writes record ``i`` of ``addrs`` from a numeric host and a port."""
     if i < 0 or (i + 1) * ADDR_SIZE > addrs.shape[0]:
         raise IndexError(f"record {i} outside an array of {addrs.shape[0] // ADDR_SIZE}")
-    rec = addr_pack(host, port)
-    addrs[i * ADDR_SIZE:(i + 1) * ADDR_SIZE] = rec
+    cdef const unsigned char[::1] rec = addr_pack(host, port)
+    memcpy(&addrs[i * ADDR_SIZE], &rec[0], ADDR_SIZE)
 
 
 def addr_get(const unsigned char[::1] addrs, Py_ssize_t i):
