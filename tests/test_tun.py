@@ -1,0 +1,275 @@
+"""TUN devices: opening and configuring them in a namespace of the test's own, batch reads of what the
+kernel routes into them, batch writes the kernel delivers, and the operator errors.
+
+Addresses are TEST-NET-1 (192.0.2.0/24) inside namespaces the tests create and delete."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from array import array
+from collections.abc import Iterator
+
+import pytest
+
+from scion_appliance import netns, tun
+from scion_appliance._fast import tunio
+from scion_appliance.errors import OperatorError
+
+STRIDE = 2048
+TUN_ADDR, PEER = "192.0.2.1", "192.0.2.2"
+
+
+def _checksum(data: bytes) -> int:
+    """RFC 1071 Internet checksum."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 1) -> bytes:
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0, 64, proto, 0,
+        socket.inet_aton(src), socket.inet_aton(dst),
+    )
+    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    return header + payload
+
+
+def _udp4(src: str, sport: int, dst: str, dport: int, data: bytes) -> bytes:
+    # UDP checksum 0 means "none" over IPv4 (RFC 768); the kernel accepts it.
+    return _ipv4(src, dst, 17, struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data)
+
+
+def _icmp_echo_request(src: str, dst: str, ident: int, seq: int, data: bytes) -> bytes:
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + data
+    body = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+    return _ipv4(src, dst, 1, body)
+
+
+@pytest.fixture
+def dev(requires_root_netns: None) -> Iterator[tun.TunDevice]:
+    """A TUN device ``satun0`` with 192.0.2.1/24, up, in a fresh namespace."""
+    if tun.unavailable_reason() is not None:
+        pytest.skip(f"tun: {tun.unavailable_reason()}")
+    with netns.scratch() as ns, tun.TunDevice.open("satun0", netns=ns, mtu=1500,
+                                                    addresses=[f"{TUN_ADDR}/24"]) as d:
+        yield d
+
+
+def _socket_in(d: tun.TunDevice, kind: int = socket.SOCK_DGRAM) -> socket.socket:
+    assert d.netns is not None
+    with netns.entered(d.netns):
+        return socket.socket(socket.AF_INET, kind)
+
+
+def _read_ipv4(d: tun.TunDevice, want: int, stride: int = STRIDE) -> list[bytes]:
+    """Reads until ``want`` IPv4 packets came (the kernel also sends IPv6 router solicitations)."""
+    buf, lengths = bytearray(64 * stride), array("I", [0]) * 64
+    got: list[bytes] = []
+    deadline = time.monotonic() + 5
+    while len(got) < want and time.monotonic() < deadline:
+        n = d.read_batch(buf, stride, lengths)
+        if n == 0:
+            time.sleep(0.002)
+        for i in range(n):
+            pkt = bytes(buf[i * stride : i * stride + min(lengths[i], stride)])
+            if pkt[0] >> 4 == 4:
+                got.append(pkt)
+    return got
+
+
+@pytest.mark.netns
+def test_device_is_configured_in_its_namespace(dev: tun.TunDevice) -> None:
+    assert dev.name == "satun0" and dev.netns is not None
+    assert dev.mtu == 1500
+    out = netns.ip("-o", "addr", "show", "dev", dev.name, netns=dev.netns)
+    assert f"{TUN_ADDR}/24" in out
+    assert "UP" in netns.ip("-o", "link", "show", "dev", dev.name, netns=dev.netns)
+    assert not netns.link_exists("satun0")  # not in the root namespace
+    dev.set_mtu(1280)
+    assert dev.mtu == 1280
+
+
+@pytest.mark.netns
+def test_udp_sent_into_the_subnet_is_read_as_raw_ip(dev: tun.TunDevice) -> None:
+    with _socket_in(dev) as s:
+        s.bind((TUN_ADDR, 40000))
+        payloads = [b"datagram %02d " % i + bytes(i * 30) for i in range(20)]
+        for p in payloads:
+            s.sendto(p, (PEER, 9999))
+        packets = _read_ipv4(dev, 20)
+    assert len(packets) == 20
+    for p, pkt in zip(payloads, packets, strict=True):
+        assert pkt[9] == 17  # UDP
+        assert socket.inet_ntoa(pkt[12:16]) == TUN_ADDR and socket.inet_ntoa(pkt[16:20]) == PEER
+        ihl = (pkt[0] & 0xF) * 4
+        sport, dport, ulen = struct.unpack_from("!HHH", pkt, ihl)
+        assert (sport, dport, ulen) == (40000, 9999, 8 + len(p))
+        assert pkt[ihl + 8 :] == p
+        assert _checksum(pkt[:ihl]) == 0  # the kernel's header checksum verifies
+
+
+@pytest.mark.netns
+def test_batch_read_takes_several_packets_per_call(dev: tun.TunDevice) -> None:
+    with _socket_in(dev) as s:
+        for i in range(10):
+            s.sendto(b"%d" % i, (PEER, 9))
+    buf, lengths = bytearray(32 * STRIDE), array("I", [0]) * 32
+    n = dev.read_batch(buf, STRIDE, lengths)
+    assert n >= 10  # the kernel queued them as they were sent; one call drains the queue
+    assert dev.read_batch(buf, STRIDE, lengths) == 0
+    # max_count bounds a batch below its size.
+    with _socket_in(dev) as s:
+        for i in range(5):
+            s.sendto(b"%d" % i, (PEER, 9))
+    assert dev.read_batch(buf, STRIDE, lengths, 2) == 2
+    assert dev.read_batch(buf, STRIDE, lengths) >= 3
+
+
+@pytest.mark.netns
+def test_packet_longer_than_the_slot_is_flagged(dev: tun.TunDevice) -> None:
+    with _socket_in(dev) as s:
+        s.sendto(bytes(500), (PEER, 9))
+        s.sendto(b"small", (PEER, 9))
+    got: list[tuple[int, bytes]] = []
+    buf, lengths = bytearray(8 * 256), array("I", [0]) * 8
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:
+        n = dev.read_batch(buf, 256, lengths)
+        got += [(lengths[i], bytes(buf[i * 256 : i * 256 + 256])) for i in range(n) if buf[i * 256] >> 4 == 4]
+    assert [length for length, _ in got] == [257, 33]  # 528-byte packet: stride + 1; then 20+8+5
+    assert got[1][1][28:33] == b"small"
+
+
+@pytest.mark.netns
+def test_written_udp_packets_reach_a_socket(dev: tun.TunDevice) -> None:
+    with _socket_in(dev) as s:
+        s.bind((TUN_ADDR, 41000))
+        s.settimeout(5)
+        n = 8
+        buf, lengths, offsets = bytearray(n * STRIDE), array("I", [0]) * n, array("I", [0]) * n
+        for i in range(n):
+            pkt = _udp4(PEER, 5555, TUN_ADDR, 41000, b"from the tun %d" % i)
+            offsets[i] = 64 * (i % 3)  # headroom as a gateway leaves it after deframing
+            start = i * STRIDE + offsets[i]
+            buf[start : start + len(pkt)] = pkt
+            lengths[i] = len(pkt)
+        assert dev.write_batch(buf, STRIDE, lengths, offsets, n) == n
+        got = [s.recvfrom(100) for _ in range(n)]
+    assert got == [(b"from the tun %d" % i, (PEER, 5555)) for i in range(n)]
+
+
+@pytest.mark.netns
+def test_written_echo_request_is_answered_back_through_the_tun(dev: tun.TunDevice) -> None:
+    req = _icmp_echo_request(PEER, TUN_ADDR, ident=0x5A17, seq=7, data=b"ping over tun")
+    dev.write(req)
+    replies = [p for p in _read_ipv4(dev, 1) if p[9] == 1]
+    assert len(replies) == 1
+    rep = replies[0]
+    assert socket.inet_ntoa(rep[12:16]) == TUN_ADDR and socket.inet_ntoa(rep[16:20]) == PEER
+    icmp = rep[20:]
+    assert icmp[0] == 0 and struct.unpack_from("!HH", icmp, 4) == (0x5A17, 7)  # echo reply, same id/seq
+    assert icmp[8:] == b"ping over tun" and _checksum(icmp) == 0
+
+
+@pytest.mark.netns
+def test_write_stops_at_a_malformed_packet_and_reports_it_next(dev: tun.TunDevice) -> None:
+    good = _udp4(PEER, 1, TUN_ADDR, 9, b"x")
+    packets = [good, b"\x00not ip", good]
+    buf, lengths = bytearray(3 * STRIDE), array("I", [0]) * 3
+    for i, p in enumerate(packets):
+        buf[i * STRIDE : i * STRIDE + len(p)] = p
+        lengths[i] = len(p)
+    fd = dev.fileno()
+    assert tunio.write_batch(fd, buf, STRIDE, lengths, None, 3) == 1
+    with pytest.raises(OSError) as e:
+        tunio.write_batch(fd, buf, STRIDE, lengths, None, 2, 1)
+    assert e.value.errno == errno.EINVAL  # tun refuses a packet that is neither IPv4 nor IPv6
+    assert tunio.write_batch(fd, buf, STRIDE, lengths, None, 1, 2) == 1
+    order = array("I", [2, 0])
+    assert tunio.write_batch_indexed(fd, buf, STRIDE, lengths, None, order, 2) == 2
+    lengths[0] = STRIDE + 1
+    with pytest.raises(OSError) as e:
+        tunio.write_batch(fd, buf, STRIDE, lengths, None, 1)
+    assert e.value.errno == errno.EINVAL
+
+
+@pytest.mark.netns
+def test_empty_device_reads_zero_and_closed_device_is_gone(dev: tun.TunDevice) -> None:
+    buf, lengths = bytearray(4 * STRIDE), array("I", [0]) * 4
+    _read_ipv4(dev, 0)
+    while dev.read_batch(buf, STRIDE, lengths):  # drain router solicitations, if any
+        pass
+    assert dev.read_batch(buf, STRIDE, lengths) == 0
+    fd = dev.fileno()
+    dev.close()
+    assert dev.closed
+    assert dev.netns is not None and not netns.link_exists("satun0", netns=dev.netns)
+    with pytest.raises(ValueError, match="closed"):
+        dev.fileno()
+    with pytest.raises(OSError) as e:
+        tunio.read_batch(fd, buf, STRIDE, lengths)
+    assert e.value.errno == errno.EBADF
+
+
+@pytest.mark.netns
+def test_taken_name_is_an_operator_error(dev: tun.TunDevice) -> None:
+    with pytest.raises(OperatorError, match="taken"):
+        tun.TunDevice.open("satun0", netns=dev.netns)
+
+
+@pytest.mark.netns
+def test_kernel_numbered_name_and_routes(requires_root_netns: None) -> None:
+    with netns.scratch() as ns, tun.TunDevice.open(
+        "sagw%d", netns=ns, addresses=["192.0.2.1/32"], routes=["203.0.113.0/24"]
+    ) as d:
+        assert d.name == "sagw0"
+        routes = netns.ip("route", "show", netns=ns)
+        assert "203.0.113.0/24 dev sagw0" in routes
+        with _socket_in(d) as s:
+            s.sendto(b"routed", ("203.0.113.9", 7))
+        assert any(socket.inet_ntoa(p[16:20]) == "203.0.113.9" for p in _read_ipv4(d, 1))
+
+
+def test_missing_device_node_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tun, "TUN_PATH", "/nonexistent/net/tun")
+    assert "modprobe tun" in (tun.unavailable_reason() or "")
+    with pytest.raises(OperatorError, match=r"missing.*modprobe tun"):
+        tun.TunDevice.open("satun9")
+
+
+def test_bad_name_and_mtu_are_refused_before_any_syscall() -> None:
+    with pytest.raises(ValueError, match="interface name"):
+        tun.TunDevice.open("a-much-too-long-name")
+    d = tun.TunDevice(-1, "x")
+    with pytest.raises(ValueError, match="MTU"):
+        d.set_mtu(20)
+
+
+@pytest.mark.netns
+def test_without_privilege_the_error_says_run_as_root(requires_root_netns: None) -> None:
+    # A child drops to the "nobody" user after importing, then tries: /dev/net/tun is root-only here,
+    # and TUNSETIFF needs CAP_NET_ADMIN anyway.
+    code = (
+        "import os\n"
+        "from scion_appliance import tun\n"
+        "from scion_appliance.errors import OperatorError\n"
+        "os.setegid(65534); os.seteuid(65534)\n"
+        "try:\n"
+        "    tun.TunDevice.open('satun8')\n"
+        "except OperatorError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr
+    assert "CAP_NET_ADMIN" in done.stdout and "root" in done.stdout
