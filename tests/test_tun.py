@@ -273,3 +273,35 @@ def test_without_privilege_the_error_says_run_as_root(requires_root_netns: None)
                           cwd=os.path.dirname(os.path.dirname(__file__)))
     assert done.returncode == 0, done.stderr
     assert "CAP_NET_ADMIN" in done.stdout and "root" in done.stdout
+
+
+@pytest.mark.netns
+def test_ipv6_packets_cross_the_tun_both_ways(dev: tun.TunDevice) -> None:
+    dev.add_address("2001:db8::1/64")  # nodad: usable at once
+    assert dev.netns is not None
+    with netns.entered(dev.netns):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    with s:
+        s.bind(("2001:db8::1", 42000))
+        s.settimeout(5)
+        s.sendto(b"six", ("2001:db8::2", 9))
+        buf, lengths = bytearray(16 * STRIDE), array("I", [0]) * 16
+        found = b""
+        deadline = time.monotonic() + 5
+        while not found and time.monotonic() < deadline:
+            for i in range(dev.read_batch(buf, STRIDE, lengths)):
+                pkt = bytes(buf[i * STRIDE : i * STRIDE + lengths[i]])
+                if pkt[0] >> 4 == 6 and pkt[6] == 17:  # IPv6 carrying UDP (not the kernel's ICMPv6)
+                    found = pkt
+        assert found[40 + 8 :] == b"six"
+        assert socket.inet_ntop(socket.AF_INET6, found[24:40]) == "2001:db8::2"
+        # Answer: swap addresses and ports; UDP over IPv6 needs its checksum (RFC 8200 8.1).
+        src, dst = found[24:40], found[8:24]
+        data = b"six back"
+        udp = struct.pack("!HHHH", 9, 42000, 8 + len(data), 0) + data
+        pseudo = src + dst + struct.pack("!IxxxB", len(udp), 17)
+        udp = udp[:6] + struct.pack("!H", _checksum(pseudo + udp) or 0xFFFF) + udp[8:]
+        ip6 = struct.pack("!IHBB", 6 << 28, len(udp), 17, 64) + src + dst + udp
+        out, out_len = bytearray(ip6), array("I", [len(ip6)])
+        assert dev.write_batch(out, len(ip6), out_len, None, 1) == 1
+        assert s.recvfrom(100)[:2] == (b"six back", ("2001:db8::2", 9, 0, 0))
