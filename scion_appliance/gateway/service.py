@@ -1,0 +1,484 @@
+"""The gateway service: one trio task group carrying datagrams to peer appliances over SCION.
+
+Rules kept here:
+- One UDP underlay socket; receive is batched (recvmmsg) and parsed by the C codec in one call per batch.
+- Sessions come only from a fresh Noise IK handshake (``tunnel.handshake``); keys live in libsodium
+  guarded memory (``_fast.aead.AeadKey``) and are wiped when replaced. Every received data message is
+  replay-checked before it is opened and committed to the window only after it authenticates.
+- The path for each send is the selector's decision over the probed candidates: a path known down is
+  never used. SCMP interface-down notices and lost probes move traffic at once.
+- Drops are counted by reason in ``counters``; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import array
+import ipaddress
+import math
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from scion_appliance._fast import aead, codec, udpio
+from scion_appliance._fast.replay import ReplayWindow
+from scion_appliance.paths.prober import Prober
+from scion_appliance.paths.quality import QualityConfig
+from scion_appliance.paths.selection import Candidate, PathSelector, SelectionPolicy
+from scion_appliance.paths.source import PathInfo, PathSource
+from scion_appliance.scion import packet as scion_packet
+from scion_appliance.scion.addr import IA, HostAddr
+from scion_appliance.scion.builder import UdpPacketBuilder
+from scion_appliance.scion.errors import ScionParseError
+from scion_appliance.scion.path import EmptyPath, ScionPath
+from scion_appliance.scion.scmp import ECHO_REQUEST, Echo
+from scion_appliance.tunnel import messages
+from scion_appliance.tunnel.handshake import (
+    Accepted,
+    CookieChallenge,
+    HandshakeError,
+    Handshaker,
+    HandshakeResult,
+    HandshakeTimestampStore,
+    MemoryTimestampStore,
+    PeerConfig,
+)
+from scion_appliance.tunnel.session import Session
+
+STRIDE = 2048
+BATCH = 64
+MSG_DATAGRAM = 5  # envelope type for application datagrams (type 4 carries SIG frames of IP packets)
+HANDSHAKE_TIMEOUT = 5.0
+
+
+class GatewayError(Exception):
+    """A send that cannot be done: no session, no usable path. The message says why."""
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """A peer appliance: where it is in SCION, its static key, and where probes go in its AS."""
+
+    name: str
+    ia: IA
+    host: HostAddr
+    port: int
+    public_key: bytes
+    probe_host: HostAddr
+    psk: bytes | None = field(default=None, repr=False)
+
+
+class _Tunnel:
+    """The live session with one peer: keys in guarded memory and the receive replay window."""
+
+    def __init__(self, session: Session, window_bits: int) -> None:
+        self.session = session
+        self.send = aead.AeadKey(session.send_key)
+        self.recv = aead.AeadKey(session.receive_key)
+        self.window = ReplayWindow(window_bits)
+        # Python cannot scrub immutable bytes; drop our references so only the guarded copies remain.
+        session.send_key = session.receive_key = b""
+
+    def close(self) -> None:
+        self.send.close()
+        self.recv.close()
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        ia: IA,
+        host: HostAddr,
+        port: int,
+        private_key: bytes,
+        peers: list[PeerSpec],
+        path_source: PathSource,
+        probe_interval: float = 0.1,
+        policy: SelectionPolicy | None = None,
+        quality: QualityConfig | None = None,
+        window_bits: int = 8192,
+        store: HandshakeTimestampStore | None = None,
+    ) -> None:
+        self.ia, self.host, self.port = ia, host, port
+        self.peers = {str(p.ia): p for p in peers}
+        self.path_source = path_source
+        self.window_bits = window_bits
+        self.handshaker = Handshaker(
+            private_key,
+            [PeerConfig(p.public_key, p.psk) for p in peers],
+            store or MemoryTimestampStore(),
+        )
+        self.prober = Prober(ia, host, port, probe_interval, quality)
+        self.selector = PathSelector(policy or SelectionPolicy())
+        self.counters: Counter[str] = Counter()
+        self._tunnels: dict[str, _Tunnel] = {}  # peer ia -> tunnel
+        self._by_index: dict[int, str] = {}  # our receiver index -> peer ia
+        self._ready: dict[str, trio.Event] = {}
+        self._builders: dict[tuple[str, str], UdpPacketBuilder] = {}
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[IA, bytes]](1024)
+        self._sock: socket.socket | None = None
+        self._nursery: trio.Nursery | None = None
+        self._started = time.monotonic()
+        self.last_decision: dict[str, str] = {}
+        self.failover_log: list[dict[str, Any]] = []
+        # Receives (peer ISD-AS, plaintext SIG frame) for every authenticated IP data message.
+        self.ip_sink: Callable[[IA, bytes], None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Gateway:
+        family = socket.AF_INET6 if isinstance(self.host, ipaddress.IPv6Address) else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind((str(self.host), self.port))
+        self._sock = sock
+        self._cm = trio.open_nursery()
+        self._nursery = await self._cm.__aenter__()
+        self._refresh_paths()
+        self._nursery.start_soon(self._receive_loop)
+        self._nursery.start_soon(self._probe_loop)
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        result = await self._cm.__aexit__(t, e, tb)
+        for tun in self._tunnels.values():
+            tun.close()
+        self._tunnels.clear()
+        if self._sock is not None:
+            self._sock.close()
+        return result
+
+    # -- the datagram API ---------------------------------------------------------------------------
+
+    async def send(self, dst_ia: IA | str, payload: bytes, *, msg_type: int = MSG_DATAGRAM) -> dict[str, Any]:
+        """Seals ``payload`` for the appliance of ``dst_ia`` and sends it on the selected path.
+
+        ``msg_type`` is ``MSG_DATAGRAM`` for application datagrams (they come out of ``receive``) or
+        ``messages.MessageType.DATA`` for SIG frames of IP packets (they go to ``ip_sink``)."""
+        t0 = time.perf_counter()
+        key = str(dst_ia)
+        tun = await self._tunnel(key)
+        path = self._choose(key)
+        counter = tun.send.send_counter
+        envelope = tun.send.seal(tun.session.remote_index, payload, msg_type=msg_type)
+        self._send_on(path, self._builder(key, path).build(envelope))
+        self.prober.quality[path.id].data_sent(time.monotonic()) if path.id in self.prober.quality else None
+        self.counters["datagrams_sent"] += 1
+        return {
+            "packet_id": f"{tun.session.remote_index:08x}-{counter}",
+            "path": path.id,
+            "elapsed_s": time.perf_counter() - t0,
+        }
+
+    async def receive(self) -> tuple[IA, bytes]:
+        """The next datagram from any peer: (its ISD-AS, payload)."""
+        return await self._inbox.receive()
+
+    def paths(self, dst_ia: IA | str) -> list[dict[str, Any]]:
+        """Every candidate path to ``dst_ia`` with its quality, and which one is active and why."""
+        key = str(dst_ia)
+        now = time.monotonic()
+        active = self.selector.status(key).active
+        out = []
+        for p in self.path_source.paths(key):
+            q = self.prober.quality.get(p.id)
+            snap = q.snapshot(now) if q else None
+            out.append(
+                {
+                    "id": p.id,
+                    "hops": p.hop_count,
+                    "ases": list(p.ases),
+                    "active": p.id == active,
+                    "state": str(snap.state) if snap else "unknown",
+                    "rtt_ms": round(q.rtt * 1000, 3) if q and q.rtt is not None else None,
+                    "loss": q.loss if q else None,
+                }
+            )
+        return out
+
+    def reason(self, dst_ia: IA | str) -> str:
+        return self.selector.status(str(dst_ia)).reason
+
+    # -- sessions -----------------------------------------------------------------------------------
+
+    async def _tunnel(self, key: str) -> _Tunnel:
+        now = time.monotonic()
+        tun = self._tunnels.get(key)
+        if tun is not None and tun.session.can_send(now):
+            if tun.session.needs_rekey(now) and key not in self._ready:
+                self._start_handshake(key)
+            return tun
+        if key not in self.peers:
+            raise GatewayError(f"no peer appliance is configured for {key}")
+        if key not in self._ready:
+            self._start_handshake(key)
+        with trio.move_on_after(HANDSHAKE_TIMEOUT):
+            await self._ready[key].wait()
+        tun = self._tunnels.get(key)
+        if tun is None:
+            raise GatewayError(
+                f"no session with {key}: the handshake got no answer within {HANDSHAKE_TIMEOUT} s"
+            )
+        return tun
+
+    def _start_handshake(self, key: str) -> None:
+        self._ready[key] = trio.Event()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._handshake, key)
+
+    async def _handshake(self, key: str) -> None:
+        peer = self.peers[key]
+        event = self._ready[key]
+        delay = 0.2
+        while not event.is_set():
+            try:
+                path = self._choose(key)
+            except GatewayError:
+                await trio.sleep(delay)
+                continue
+            msg = self.handshaker.create_initiation(
+                peer.public_key, now=time.monotonic(), wall_time=time.time()
+            )
+            self._send_on(path, self._builder(key, path).build(msg))
+            self.counters["handshake_initiations_sent"] += 1
+            with trio.move_on_after(delay):
+                await event.wait()
+            delay = min(delay * 2, 2.0)
+        self._ready.pop(key, None)
+
+    def _install(self, session: Session) -> str | None:
+        key = next((k for k, p in self.peers.items() if p.public_key == session.peer_public), None)
+        if key is None:
+            return None
+        old = self._tunnels.get(key)
+        self._tunnels[key] = _Tunnel(session, self.window_bits)
+        self._by_index[session.local_index] = key
+        if old is not None:
+            # Keep the old receive index working briefly: packets sealed before the rekey are in flight.
+            self._nursery.start_soon(self._retire, old) if self._nursery else old.close()
+        ev = self._ready.get(key)
+        if ev is not None:
+            ev.set()
+        self.counters["handshakes_completed"] += 1
+        return key
+
+    async def _retire(self, old: _Tunnel) -> None:
+        await trio.sleep(5.0)
+        self._by_index.pop(old.session.local_index, None)
+        old.close()
+
+    # -- paths --------------------------------------------------------------------------------------
+
+    def _refresh_paths(self) -> None:
+        for key, peer in self.peers.items():
+            self.prober.set_paths(peer.ia, peer.probe_host, self.path_source.paths(key))
+
+    def _choose(self, key: str) -> PathInfo:
+        now = time.monotonic()
+        cands = [
+            Candidate(p, self.prober.quality[p.id].snapshot(now))
+            for p in self.path_source.paths(key)
+            if p.id in self.prober.quality
+        ]
+        decision = self.selector.choose_for_batch(key, cands, now)
+        if decision.changed:
+            self.failover_log.append(
+                {
+                    "t": now,
+                    "dst": key,
+                    "path": decision.path.id if decision.path else None,
+                    "reason": decision.reason,
+                    "failover": decision.failover,
+                }
+            )
+            if decision.failover:
+                self.counters["failovers"] += 1
+        self.last_decision[key] = decision.reason
+        if decision.path is None:
+            raise GatewayError(f"no usable path to {key}: {decision.reason}")
+        return decision.path
+
+    def _builder(self, key: str, path: PathInfo) -> UdpPacketBuilder:
+        b = self._builders.get((key, path.id))
+        if b is None:
+            peer = self.peers[key]
+            scion_path = ScionPath.from_bytes(path.raw) if path.raw else EmptyPath()
+            b = UdpPacketBuilder(self.ia, self.host, self.port, peer.ia, peer.host, peer.port, scion_path)
+            self._builders[(key, path.id)] = b
+        return b
+
+    def _send_on(self, path: PathInfo, pkt: bytes) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.sendto(pkt, path.next_hop)
+        except BlockingIOError:
+            self.counters["drop_send_would_block"] += 1
+
+    async def _probe_loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            self.prober.tick(now)
+            for path, pkt in self.prober.due(now):
+                self._send_on(path, pkt)
+                self.counters["probes_sent"] += 1
+            for key in self.peers:
+                try:
+                    self._choose(key)  # re-evaluate so failovers happen on probe results, not only on sends
+                except GatewayError:
+                    pass
+            deadline = self.prober.next_deadline()
+            await trio.sleep(
+                max(0.001, min(deadline - time.monotonic(), 0.05)) if math.isfinite(deadline) else 0.05
+            )
+
+    # -- receive ------------------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        assert self._sock is not None
+        fd = self._sock.fileno()
+        buf = bytearray(STRIDE * BATCH)
+        lengths = array.array("I", bytes(4 * BATCH))
+        addrs = udpio.new_addrs(BATCH)
+        recs = codec.ScionRecords(BATCH)
+        while True:
+            await trio.lowlevel.wait_readable(self._sock)
+            n = udpio.recv_batch(fd, buf, STRIDE, lengths, addrs, BATCH)
+            if n <= 0:
+                continue
+            recs.parse_batch(buf, STRIDE, lengths, n)
+            now = time.monotonic()
+            for i in range(n):
+                status = recs.status(i)
+                if status:
+                    self.counters[f"drop_{codec.REASONS[status]}"] += 1
+                    continue
+                raw = bytes(buf[i * STRIDE : i * STRIDE + lengths[i]])
+                rec = recs.get(i)
+                self._handle(raw, rec, udpio.addr_bytes(addrs, i), udpio.addr_get(addrs, i), now)
+
+    def _handle(
+        self, raw: bytes, rec: dict[str, Any], source: bytes, underlay: tuple[str, int], now: float
+    ) -> None:
+        if rec["l4_proto"] == 202:
+            try:
+                pkt = scion_packet.from_record(raw, rec)
+            except ScionParseError:
+                self.counters["drop_bad_scmp"] += 1
+                return
+            self.counters["scmp_received"] += 1
+            if rec["scmp_type"] == ECHO_REQUEST and pkt.dst_host == self.host:
+                self._answer_echo(pkt, underlay)
+            else:
+                self.prober.on_packet(pkt, now)
+            return
+        if rec["l4_proto"] != 17 or rec["dst_port"] != self.port:
+            self.counters["drop_not_for_us"] += 1
+            return
+        payload = raw[rec["l4_off"] + 8 : rec["l4_off"] + rec["l4_len"]]
+        if not payload:
+            self.counters["drop_empty"] += 1
+            return
+        src_ia = IA.from_int(rec["src_ia"])
+        kind = payload[0]
+        try:
+            if kind == messages.MessageType.INITIATION:
+                self._on_initiation(payload, source, now, src_ia)
+            elif kind == messages.MessageType.RESPONSE:
+                got = self.handshaker.handle_response(payload, source=source, now=now)
+                if isinstance(got, Accepted):
+                    self._install(_session(got.result, now))
+            elif kind == messages.MessageType.COOKIE_REPLY:
+                self.handshaker.handle_cookie_reply(payload, now=now)
+            elif kind in (messages.MessageType.DATA, MSG_DATAGRAM):
+                self._on_data(payload, kind, src_ia, now)
+            else:
+                self.counters["drop_unknown_message_type"] += 1
+        except HandshakeError as e:
+            self.counters[f"drop_handshake_{e.reason}"] += 1
+
+    def _answer_echo(self, pkt: scion_packet.ScionPacket, underlay: tuple[str, int]) -> None:
+        """Echo replies go back on the reversed path to the underlay hop the request came from."""
+        assert isinstance(pkt.l4, Echo) and self._sock is not None
+        path = pkt.path.reverse() if isinstance(pkt.path, ScionPath) else pkt.path
+        reply = scion_packet.ScionPacket(
+            dst_ia=pkt.src_ia,
+            src_ia=self.ia,
+            dst_host=pkt.src_host,
+            src_host=self.host,
+            l4=Echo.new(pkt.l4.identifier, pkt.l4.sequence, pkt.l4.data, reply=True),
+            path=path,
+        ).with_checksum()
+        try:
+            self._sock.sendto(reply.serialize(), underlay)
+            self.counters["echo_replies_sent"] += 1
+        except BlockingIOError:
+            self.counters["drop_send_would_block"] += 1
+
+    def _on_initiation(self, payload: bytes, source: bytes, now: float, src_ia: IA) -> None:
+        got = self.handshaker.handle_initiation(payload, source=source, now=now)
+        key = str(src_ia)
+        if isinstance(got, CookieChallenge):
+            reply = got.reply
+        else:
+            if self._install(_session(got.result, now)) is None:
+                self.counters["drop_handshake_unknown_peer"] += 1
+                return
+            assert got.reply is not None
+            reply = got.reply
+        try:
+            path = self._choose(key)
+        except GatewayError:
+            self.counters["drop_no_path_for_reply"] += 1
+            return
+        self._send_on(path, self._builder(key, path).build(reply))
+
+    def _on_data(self, payload: bytes, kind: int, src_ia: IA, now: float) -> None:
+        try:
+            _, receiver, _ = aead.parse_header(payload)
+        except aead.EnvelopeError as e:
+            self.counters[f"drop_{e.reason_name}"] += 1
+            return
+        key = self._by_index.get(receiver)
+        tun = self._tunnels.get(key) if key else None
+        if tun is None or key is None:
+            self.counters["drop_unknown_receiver"] += 1
+            return
+        try:
+            _, plaintext = tun.recv.open(payload, receiver=receiver, window=tun.window, msg_type=kind)
+        except aead.EnvelopeError as e:
+            self.counters[f"drop_{e.reason_name}"] += 1
+            return
+        if kind == messages.MessageType.DATA:
+            self.counters["frames_received"] += 1
+            if self.ip_sink is None:
+                self.counters["drop_no_ip_sink"] += 1
+            else:
+                self.ip_sink(self.peers[key].ia, plaintext)
+            return
+        self.counters["datagrams_received"] += 1
+        try:
+            self._inbox_send.send_nowait((self.peers[key].ia, plaintext))
+        except trio.WouldBlock:
+            self.counters["drop_inbox_full"] += 1
+
+
+def _session(result: HandshakeResult, now: float) -> Session:
+    return Session(
+        peer_public=result.peer_public,
+        local_index=result.local_index,
+        remote_index=result.remote_index,
+        send_key=result.send_key,
+        receive_key=result.receive_key,
+        created=now,
+        initiator=result.initiator,
+    )
