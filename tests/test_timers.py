@@ -44,7 +44,7 @@ def test_retransmit_with_jitter_then_give_up() -> None:
         actions = pt.tick(now)
         if TimerAction.GIVE_UP in actions:
             break
-        assert actions == [TimerAction.SEND_INITIATION]
+        assert actions == [TimerAction.RETRY_INITIATION]
         sends += 1
         pt.handshake_initiated(now)  # the service sent it
     assert sends == t.MAX_TIMER_HANDSHAKES

@@ -245,6 +245,17 @@ class Handshaker:
         if st is not None and st.pending_index is not None:
             self.index_table.free(st.pending_index)
 
+    def cancel(self, public_key: bytes) -> None:
+        """Forget our initiation to this peer still awaiting a response (its index is freed)."""
+        st = self._peers.get(public_key)
+        if st is not None and st.pending_index is not None:
+            self.index_table.free(st.pending_index)
+            st.pending, st.pending_index = None, None
+
+    def has_pending(self, public_key: bytes) -> bool:
+        st = self._peers.get(public_key)
+        return st is not None and st.pending is not None
+
     def is_allowed(self, public_key: bytes) -> bool:
         return public_key in self._peers
 

@@ -35,7 +35,8 @@ REKEY_ON_RECEIVE_AGE = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
 class TimerAction(Enum):
     """What the service layer must do for a peer."""
 
-    SEND_INITIATION = "send_initiation"  # start (or retry) a handshake
+    SEND_INITIATION = "send_initiation"  # start a handshake: we sent data and heard nothing back
+    RETRY_INITIATION = "retry_initiation"  # no response to our initiation within REKEY_TIMEOUT: send another
     SEND_KEEPALIVE = "send_keepalive"  # an empty data message on the current session
     EXPIRE_SESSIONS = "expire_sessions"  # forget every session's key material (nothing heard for 540 s)
     GIVE_UP = "give_up"  # handshake retries exhausted: drop packets queued for this peer
@@ -128,12 +129,14 @@ class PeerTimers:
         if name == _RETRANSMIT:
             if self.handshake_attempts >= MAX_TIMER_HANDSHAKES:
                 self.handshake_attempts = 0
+                self._deadlines.pop(_KEEPALIVE, None)
                 if _ZERO_KEYS not in self._deadlines:
                     self._deadlines[_ZERO_KEYS] = now + REJECT_AFTER_TIME * 3
                 return [TimerAction.GIVE_UP]
             self.handshake_attempts += 1
+            # Re-armed here too so retries go on even if the caller's send was suppressed.
             self._deadlines[_RETRANSMIT] = now + REKEY_TIMEOUT + self._jitter()
-            return [TimerAction.SEND_INITIATION]
+            return [TimerAction.RETRY_INITIATION]
         if name == _KEEPALIVE:
             if self._need_another_keepalive:
                 self._need_another_keepalive = False
