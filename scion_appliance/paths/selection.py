@@ -123,7 +123,7 @@ class _PathRecord:
 class _Remote:
     active: str | None = None
     since: float | None = None
-    chosen_rtt: float | None = None  # RTT of the active path when it was chosen (healthy and measured)
+    chosen_rtt: float | None = None  # lowest healthy RTT of the active path since it was chosen
     reason: str = ""
     failovers: int = 0
     switches: int = 0
@@ -266,7 +266,7 @@ class PathSelector:
         best = ev.ranked[0]
         current = ev.by_id.get(remote.active) if remote.active else None
 
-        if current is None or current not in ev.usable:
+        if current is None or current.path.id not in ev.usable_ids:
             if remote.active is None:
                 why = ev.describe(best)
                 failover = False
@@ -311,7 +311,7 @@ class PathSelector:
     def _degraded(self, remote: _Remote, ev: _Evaluation, current: Candidate) -> bool:
         """Did the active path itself get worse (failover at once), rather than another get better
         (a voluntary switch, under hysteresis)? RTT above the threshold counts as the former only if
-        it is also above the threshold relative to the RTT the path had when it was chosen."""
+        it is also above the threshold relative to the best RTT the path showed while active."""
         q = current.quality
         if q.suspect or q.loss > self.policy.failover_loss_threshold:
             return True
@@ -322,8 +322,11 @@ class PathSelector:
         self, remote: _Remote, ev: _Evaluation, chosen: Candidate, now: float, why: str, failover: bool
     ) -> Decision:
         changed = remote.active != chosen.path.id
+        rtt = chosen.quality.rtt if ev.tier(chosen) == TIER_HEALTHY else None
         if changed or remote.chosen_rtt is None:
-            remote.chosen_rtt = chosen.quality.rtt if ev.tier(chosen) == TIER_HEALTHY else None
+            remote.chosen_rtt = rtt
+        elif rtt is not None:
+            remote.chosen_rtt = min(remote.chosen_rtt, rtt)  # the best the active path has shown
         if changed:
             remote.active = chosen.path.id
             remote.since = now
@@ -412,7 +415,7 @@ class _Evaluation:
         self.min_rtt_preferred = min(
             (c.quality.rtt for c in clean if c.quality.rtt is not None and self.preferred(c)), default=None
         )
-        self._usable_ids = {c.path.id for c in self.usable}
+        self.usable_ids = {c.path.id for c in self.usable}
         self._records = remote.records
         self._note_health(remote, now)
         self.ranked = sorted(self.usable, key=self._key)
@@ -467,7 +470,7 @@ class _Evaluation:
         for c in self.candidates:
             seen.add(c.path.id)
             rec = remote.records.setdefault(c.path.id, _PathRecord())
-            if c.path.id not in self._usable_ids or self.problem(c) is not None:
+            if c.path.id not in self.usable_ids or self.problem(c) is not None:
                 if rec.good_since is not None or rec.last_failure is None:
                     rec.failures += 1
                     rec.last_failure = now
