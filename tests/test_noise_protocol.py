@@ -179,3 +179,12 @@ def test_fresh_ik_handshake_round_trip(p1: bytes, p2: bytes) -> None:
     resp.psks.append(psk)  # the responder learns the psk after it learnt who the initiator is
     assert init.read_message(resp.write_message(p2)) == p2
     assert init.get_handshake_hash() == resp.get_handshake_hash()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=64), st.binary(max_size=64))
+def test_blake2b_matches_hashlib(data: bytes, size: int, key: bytes) -> None:
+    # hashlib's BLAKE2b is an independent implementation (CPython's own), checking the direct cffi call.
+    import hashlib
+
+    assert noise.blake2b(data, size, key) == hashlib.blake2b(data, digest_size=size, key=key).digest()

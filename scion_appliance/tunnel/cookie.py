@@ -28,6 +28,7 @@ from nacl.exceptions import CryptoError
 
 from scion_appliance.tunnel import messages
 from scion_appliance.tunnel.messages import CookieReply
+from scion_appliance.tunnel.noise_protocol import blake2b
 from scion_appliance.tunnel.timers import COOKIE_REFRESH_TIME
 
 LABEL_MAC1 = b"mac1----"
@@ -41,12 +42,12 @@ _ZERO_MAC = bytes(MAC_LEN)
 
 def blake2b_hash(data: bytes) -> bytes:
     """HASH for key derivation: BLAKE2b with a 32-byte output."""
-    return sodium.crypto_generichash_blake2b_salt_personal(data, digest_size=KEY_LEN)
+    return blake2b(data, KEY_LEN)
 
 
 def blake2b_mac(key: bytes, data: bytes) -> bytes:
     """MAC: keyed BLAKE2b with a 16-byte output."""
-    return sodium.crypto_generichash_blake2b_salt_personal(data, digest_size=MAC_LEN, key=key)
+    return blake2b(data, MAC_LEN, key)
 
 
 def mac1_key(static_public: bytes) -> bytes:
