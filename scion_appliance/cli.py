@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "check-config": "check_config",
     "keygen": "keygen",
     "pubkey": "pubkey",
+    "router": "router",
 }
 
 
