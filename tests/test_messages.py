@@ -102,3 +102,11 @@ def test_truncations_and_extensions_of_valid_heads(kind: int, length: int, body:
     else:
         with pytest.raises(MessageError):
             parse(data)
+
+
+def test_data_header_agrees_with_the_aead_module() -> None:
+    aead = pytest.importorskip("scion_appliance._fast.aead")
+    sealed = aead.AeadKey(bytes(32)).seal(0xAABBCCDD, b"payload")
+    assert sealed[: m.DATA_HEADER_LEN] == m.encode_data_header(0xAABBCCDD, 0)
+    assert m.parse_data_header(sealed) == m.DataHeader(0xAABBCCDD, 0)
+    assert (aead.HEADER_LEN, aead.TYPE_DATA) == (m.DATA_HEADER_LEN, MessageType.DATA)
