@@ -4,6 +4,7 @@ and cryptography, batch round trips, per-packet failures, replay integration and
 from __future__ import annotations
 
 import array
+import threading
 from typing import Any
 
 import pytest
@@ -390,3 +391,28 @@ def test_bad_arguments_are_refused() -> None:
         k.seal_batch(bytes(b.buf), STRIDE, b.lengths, b.status, 1)  # read-only buffer
     assert k.seal_batch(bytearray(), STRIDE, array.array("I"), bytearray(), 1) == 0
     assert k.send_counter == 0
+
+
+def test_close_while_a_batch_runs_in_another_thread() -> None:
+    # The batch runs without the GIL; close() must not free the key under it. Whichever comes first, the
+    # batch either completes in full or is refused as a whole, and the key ends up closed.
+    k = AeadKey(KEY)
+    b = Batch(payloads(2048, size=150))
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(b.seal(k))
+        except KeyClosedError as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    k.close()
+    t.join(timeout=30)
+    assert outcome and (outcome[0] == 2048 or isinstance(outcome[0], KeyClosedError))
+    assert k.closed
+    with pytest.raises(KeyClosedError):
+        k.seal(1, b"")
+    if outcome[0] == 2048:
+        assert AeadKey(KEY).open_batch(b.buf, STRIDE, b.lengths, b.status, b.counters) == 2048
