@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import climit
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl import bindings
-from scion_appliance._fast.aead import AeadKey
 
+from scion_appliance._fast.aead import AeadKey
 from scion_appliance._fast.replay import ReplayWindow
 
 STRIDE = 2048
