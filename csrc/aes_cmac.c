@@ -148,10 +148,132 @@ void hm_hop_mac(const hm_key *k, uint16_t seg_id, uint32_t ts, uint8_t exp_time,
 }
 
 int hm_ct_equal(const uint8_t *a, const uint8_t *b, size_t n) {
-    volatile uint8_t acc = 0;
+    uint32_t acc = 0;
     for (size_t i = 0; i < n; i++)
-        acc |= (uint8_t)(a[i] ^ b[i]);
-    return acc == 0;
+        acc |= (uint32_t)(a[i] ^ b[i]);
+    /* One final comparison of the accumulated difference: no early exit on the first
+     * differing byte. */
+    return (int)(1 & ((acc - 1) >> 8));
+}
+
+static inline uint64_t hm_mac48(const uint8_t *p) {
+    uint32_t lo;
+    uint16_t hi;
+    memcpy(&lo, p, 4);
+    memcpy(&hi, p + 4, 2);
+    return (uint64_t)lo | ((uint64_t)hi << 32);
+}
+
+#ifdef HM_X86
+/* x86 is little-endian: the MAC input block is info[0:8] with bytes 0-1 cleared followed by
+ * hop[0:8] keeping bytes 1-5 (ExpTime, ConsIngress, ConsEgress) -- no byte-wise stores, so no
+ * store-forwarding stall before the AES. */
+HM_NI static int hm_hop_verify_ni(const hm_key *k, int seg_given, uint16_t seg_id,
+                                  const uint8_t *info, const uint8_t *hop, uint8_t *out16) {
+    uint64_t a, b;
+    memcpy(&a, info, 8);
+    memcpy(&b, hop, 8);
+    a &= ~(uint64_t)0xffff;
+    if (seg_given)
+        a = (a & ~(uint64_t)0xffffffffULL) | ((uint64_t)(uint16_t)((seg_id >> 8) | (seg_id << 8)) << 16);
+    b &= (uint64_t)0x0000ffffffffff00ULL;
+    __m128i m = _mm_set_epi64x((long long)b, (long long)a);
+    m = _mm_xor_si128(m, _mm_loadu_si128((const __m128i *)k->k1));
+    __m128i t = hm_encrypt_ni(k->rk, m);
+    if (out16)
+        _mm_storeu_si128((__m128i *)out16, t);
+    uint64_t diff = ((uint64_t)_mm_cvtsi128_si64(t) ^ hm_mac48(hop + 6)) & 0xffffffffffffULL;
+    return diff == 0;
+}
+#endif
+
+#ifdef HM_X86
+HM_NI static inline __m128i hm_block_ni(const hm_key *k, uint16_t seg_id, const uint8_t *info,
+                                        const uint8_t *hop) {
+    uint64_t a, b;
+    memcpy(&a, info, 8);
+    memcpy(&b, hop, 8);
+    a = (a & ~(uint64_t)0xffffffffULL) | ((uint64_t)(uint16_t)((seg_id >> 8) | (seg_id << 8)) << 16);
+    b &= (uint64_t)0x0000ffffffffff00ULL;
+    return _mm_xor_si128(_mm_set_epi64x((long long)b, (long long)a),
+                         _mm_loadu_si128((const __m128i *)k->k1));
+}
+
+HM_NI static inline uint8_t hm_tag_ok(__m128i t, const uint8_t *hop) {
+    uint64_t diff = ((uint64_t)_mm_cvtsi128_si64(t) ^ hm_mac48(hop + 6)) & 0xffffffffffffULL;
+    return (uint8_t)(diff == 0);
+}
+
+HM_NI static void hm_verify_many_ni(const hm_key *k, size_t m, const uint8_t *const *infos,
+                                    const uint8_t *const *hops, const uint16_t *segs, uint8_t *ok) {
+    __m128i rk[11];
+    for (int r = 0; r < 11; r++)
+        rk[r] = _mm_loadu_si128((const __m128i *)(k->rk + 16 * r));
+    size_t i = 0;
+    for (; i + 4 <= m; i += 4) {
+        __m128i b0 = _mm_xor_si128(hm_block_ni(k, segs[i], infos[i], hops[i]), rk[0]);
+        __m128i b1 = _mm_xor_si128(hm_block_ni(k, segs[i + 1], infos[i + 1], hops[i + 1]), rk[0]);
+        __m128i b2 = _mm_xor_si128(hm_block_ni(k, segs[i + 2], infos[i + 2], hops[i + 2]), rk[0]);
+        __m128i b3 = _mm_xor_si128(hm_block_ni(k, segs[i + 3], infos[i + 3], hops[i + 3]), rk[0]);
+        for (int r = 1; r < 10; r++) {
+            b0 = _mm_aesenc_si128(b0, rk[r]);
+            b1 = _mm_aesenc_si128(b1, rk[r]);
+            b2 = _mm_aesenc_si128(b2, rk[r]);
+            b3 = _mm_aesenc_si128(b3, rk[r]);
+        }
+        ok[i] = hm_tag_ok(_mm_aesenclast_si128(b0, rk[10]), hops[i]);
+        ok[i + 1] = hm_tag_ok(_mm_aesenclast_si128(b1, rk[10]), hops[i + 1]);
+        ok[i + 2] = hm_tag_ok(_mm_aesenclast_si128(b2, rk[10]), hops[i + 2]);
+        ok[i + 3] = hm_tag_ok(_mm_aesenclast_si128(b3, rk[10]), hops[i + 3]);
+    }
+    for (; i < m; i++) {
+        __m128i b = _mm_xor_si128(hm_block_ni(k, segs[i], infos[i], hops[i]), rk[0]);
+        for (int r = 1; r < 10; r++)
+            b = _mm_aesenc_si128(b, rk[r]);
+        ok[i] = hm_tag_ok(_mm_aesenclast_si128(b, rk[10]), hops[i]);
+    }
+}
+#endif
+
+static int hm_hop_verify_any(const hm_key *k, int seg_given, uint16_t seg_id, const uint8_t *info,
+                             const uint8_t *hop, uint8_t *out16) {
+#ifdef HM_X86
+    if (k->use_ni)
+        return hm_hop_verify_ni(k, seg_given, seg_id, info, hop, out16);
+#endif
+    uint8_t in[16], full[16];
+    memset(in, 0, sizeof(in));
+    memcpy(in + 2, info + 2, 6);
+    if (seg_given) {
+        in[2] = (uint8_t)(seg_id >> 8);
+        in[3] = (uint8_t)seg_id;
+    }
+    memcpy(in + 9, hop + 1, 5);
+    hm_cmac_block(k, in, full);
+    if (out16)
+        memcpy(out16, full, 16);
+    return hm_ct_equal(full, hop + 6, HM_MAC_LEN);
+}
+
+int hm_hop_verify(const hm_key *k, const uint8_t *info, const uint8_t *hop, uint8_t *out16) {
+    return hm_hop_verify_any(k, 0, 0, info, hop, out16);
+}
+
+int hm_hop_verify_seg(const hm_key *k, uint16_t seg_id, const uint8_t *info, const uint8_t *hop,
+                      uint8_t *out16) {
+    return hm_hop_verify_any(k, 1, seg_id, info, hop, out16);
+}
+
+void hm_hop_verify_many(const hm_key *k, size_t m, const uint8_t *const *infos,
+                        const uint8_t *const *hops, const uint16_t *segs, uint8_t *ok) {
+#ifdef HM_X86
+    if (k->use_ni) {
+        hm_verify_many_ni(k, m, infos, hops, segs, ok);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < m; i++)
+        ok[i] = (uint8_t)hm_hop_verify_any(k, 1, segs[i], infos[i], hops[i], NULL);
 }
 
 uint32_t hm_raw_limit(const hm_key *k, const uint8_t *buf, size_t stride, const uint32_t *lens,
@@ -164,8 +286,8 @@ uint32_t hm_raw_limit(const hm_key *k, const uint8_t *buf, size_t stride, const 
             continue;
         memcpy(scratch, buf + i * stride, c);
         for (unsigned j = 0; j < blocks; j++) {
-            hm_cmac_block(k, scratch + c - 16, out);
-            scratch[c - 16] ^= out[0];
+            /* Independent blocks, as a router's MACs of one packet are. */
+            hm_cmac_block(k, scratch + c - 16 - (j % 4), out);
             sum += out[0];
         }
     }

@@ -49,6 +49,23 @@ void hm_mac_input(uint8_t buf[16], uint16_t seg_id, uint32_t timestamp, uint8_t 
 void hm_hop_mac(const hm_key *k, uint16_t seg_id, uint32_t timestamp, uint8_t exp_time,
                 uint16_t cons_ingress, uint16_t cons_egress, uint8_t out[16]);
 
+/* Hop-field MAC straight from a path's bytes: `info` is the 8-byte info field (SegID at 2,
+ * Timestamp at 4), `hop` the 12-byte hop field (ExpTime at 1, ConsIngress at 2, ConsEgress at
+ * 4, MAC at 6).  Builds the MAC input in registers; returns 1 when hop[6:12] equals the first
+ * 6 bytes of the CMAC (constant time), and writes the full CMAC to out16 when it is not NULL.
+ * Reads exactly info[0:8] and hop[0:12]. */
+int hm_hop_verify(const hm_key *k, const uint8_t *info, const uint8_t *hop, uint8_t *out16);
+
+/* As hm_hop_verify, with the SegID given instead of read from info[2:4] (a router that chains
+ * the SegID back verifies before it writes the new value, avoiding a store-to-load stall). */
+int hm_hop_verify_seg(const hm_key *k, uint16_t seg_id, const uint8_t *info, const uint8_t *hop,
+                      uint8_t *out16);
+
+/* hm_hop_verify_seg over m hop fields at once (ok[i] = verdict of i); with AES-NI the AES
+ * rounds of four blocks run interleaved. */
+void hm_hop_verify_many(const hm_key *k, size_t m, const uint8_t *const *infos,
+                        const uint8_t *const *hops, const uint16_t *segs, uint8_t *ok);
+
 /* 1 when a[0:n] == b[0:n]; time depends on n only. */
 int hm_ct_equal(const uint8_t *a, const uint8_t *b, size_t n);
 

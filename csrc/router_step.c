@@ -12,6 +12,7 @@
 #define ONEHOP_LEN (INFO_LEN + 2 * HOP_LEN)
 /* pkg/slayers/path/hopfield.go: expTimeUnit = MaxTTL / 256 with integer division. */
 #define EXP_TIME_UNIT (24 * 60 * 60 / 256)
+#define RS_CHUNK 16 /* packets whose first MACs are computed together */
 
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
 static inline uint32_t rd32(const uint8_t *p) {
@@ -74,10 +75,7 @@ static inline int hop_expired(const uint8_t *info, const uint8_t *hop, uint64_t 
 }
 
 static inline int mac_ok(const rs_config *cfg, const uint8_t *info, const uint8_t *hop) {
-    uint8_t in[16], full[16];
-    hm_mac_input(in, rd16(info + 2), rd32(info + 4), hop[1], rd16(hop + 2), rd16(hop + 4));
-    hm_cmac_block(&cfg->key, in, full);
-    return hm_ct_equal(full, hop + 6, HM_MAC_LEN);
+    return hm_hop_verify(&cfg->key, info, hop, NULL);
 }
 
 /* Clears one router-alert bit the way HopField.SerializeTo would write the field back. */
@@ -134,8 +132,21 @@ static int step_onehop(const rs_config *cfg, uint8_t *pkt, uint32_t path_off, ui
     return RS_OK;
 }
 
-int rs_step(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, uint64_t now,
-            rs_result *out) {
+/* What stage 2 needs from stage 1 of a standard path. */
+typedef struct rs_work {
+    path_state ps;
+    uint8_t *info, *hop;
+    uint64_t dst_ia;
+    uint16_t seg;    /* SegID the first MAC is checked with */
+    uint8_t chain;   /* write seg into the info field after the check (ingress, against cons dir) */
+    uint8_t cons_dir, peering, from_external, last_hop;
+} rs_work;
+
+#define RS_PENDING (-1) /* stage 1 done: the first hop field's MAC decides */
+
+/* Stage 1: every check before the first MAC, in the reference order. */
+static int stage1(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, uint64_t now,
+                  rs_result *out, rs_work *w) {
     memset(out, 0, sizeof(*out));
     if (len < CMN_LEN)
         return RS_TRUNCATED;
@@ -234,10 +245,33 @@ int rs_step(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, 
     }
 
     /* Against construction direction the ingress router chains the SegID back before the
-     * MAC check (the hop's MAC was made with the SegID as it was before this hop). */
-    if (!cons_dir && from_external && !peering)
+     * MAC check (the hop's MAC was made with the SegID as it was before this hop).  The
+     * reference writes the new SegID even when the MAC then fails; so do we, after checking
+     * (checking first avoids a store-to-load stall). */
+    w->ps = ps;
+    w->info = info;
+    w->hop = hop;
+    w->dst_ia = dst_ia;
+    w->chain = !cons_dir && from_external && !peering;
+    w->seg = (uint16_t)(rd16(info + 2) ^ (w->chain ? rd16(hop + 6) : 0));
+    w->cons_dir = (uint8_t)(cons_dir != 0);
+    w->peering = (uint8_t)peering;
+    w->from_external = (uint8_t)from_external;
+    w->last_hop = (uint8_t)last_hop;
+    return RS_PENDING;
+}
+
+/* Stage 2: the rest of the processing once the first MAC's verdict (mac_good) is known. */
+static int stage2(const rs_config *cfg, uint16_t ingress, uint64_t now, rs_result *out, rs_work *w,
+                  int mac_good) {
+    path_state ps = w->ps;
+    uint8_t *info = w->info, *hop = w->hop;
+    int cons_dir = w->cons_dir, peering = w->peering, from_external = w->from_external;
+    int last_hop = w->last_hop;
+    uint64_t dst_ia = w->dst_ia;
+    if (w->chain)
         update_seg_id(info, hop);
-    if (!mac_ok(cfg, info, hop))
+    if (!mac_good)
         return RS_BAD_MAC;
     if (from_external && take_alert(hop, cons_dir ? 0x02 : 0x01))
         return RS_ROUTER_ALERT_INGRESS;
@@ -333,6 +367,15 @@ int rs_step(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, 
     return RS_OK;
 }
 
+int rs_step(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, uint64_t now,
+            rs_result *out) {
+    rs_work w;
+    int st = stage1(cfg, pkt, len, ingress, now, out, &w);
+    if (st != RS_PENDING)
+        return st;
+    return stage2(cfg, ingress, now, out, &w, hm_hop_verify_seg(&cfg->key, w.seg, w.info, w.hop, NULL));
+}
+
 /* Index of key in the sorted keys[0..g), or the insertion point with *found = 0. */
 static inline size_t find_key(const uint32_t *keys, size_t g, uint32_t key, int *found) {
     size_t lo = 0, hi = g;
@@ -352,24 +395,52 @@ size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_
                 uint16_t *pointer, uint32_t *order, uint32_t *group_off, uint32_t *group_key,
                 size_t *n_ok) {
     size_t g = 0, ok = 0;
-    rs_result r;
-    for (size_t i = 0; i < n; i++) {
-        int st;
-        if (lens[i] > stride) {
-            memset(&r, 0, sizeof(r));
-            st = RS_TRUNCATED;
-        } else {
-            st = rs_step(cfg, buf + i * stride, lens[i], ingress, now, &r);
+    rs_work w[RS_CHUNK];
+    rs_result r[RS_CHUNK];
+    int st[RS_CHUNK];
+    const uint8_t *infos[RS_CHUNK], *hops[RS_CHUNK];
+    uint16_t segs[RS_CHUNK];
+    uint8_t good[RS_CHUNK];
+    size_t pend[RS_CHUNK];
+    for (size_t base = 0; base < n; base += RS_CHUNK) {
+        size_t m = n - base < RS_CHUNK ? n - base : RS_CHUNK, np = 0;
+        /* Stage 1 for the chunk, then all first MACs together (the AES rounds of several
+         * packets overlap), then stage 2. */
+        for (size_t j = 0; j < m; j++) {
+            size_t i = base + j;
+            if (lens[i] > stride) {
+                memset(&r[j], 0, sizeof(r[j]));
+                st[j] = RS_TRUNCATED;
+                continue;
+            }
+            st[j] = stage1(cfg, buf + i * stride, lens[i], ingress, now, &r[j], &w[j]);
+            if (st[j] == RS_PENDING) {
+                infos[np] = w[j].info;
+                hops[np] = w[j].hop;
+                segs[np] = w[j].seg;
+                pend[np++] = j;
+            }
         }
-        reason[i] = (uint8_t)st;
-        action[i] = r.action;
-        egress[i] = r.egress;
-        pointer[i] = r.pointer;
-        if (st != RS_OK)
+        hm_hop_verify_many(&cfg->key, np, infos, hops, segs, good);
+        for (size_t q = 0; q < np; q++) {
+            size_t j = pend[q];
+            st[j] = stage2(cfg, ingress, now, &r[j], &w[j], good[q]);
+        }
+        for (size_t j = 0; j < m; j++) {
+            size_t i = base + j;
+            reason[i] = (uint8_t)st[j];
+            action[i] = r[j].action;
+            egress[i] = r[j].egress;
+            pointer[i] = r[j].pointer;
+            if (st[j] == RS_OK)
+                ok++;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (reason[i] != RS_OK)
             continue;
-        ok++;
         /* Distinct keys kept sorted in group_key, their counts in group_off. */
-        uint32_t key = ((uint32_t)r.action << 16) | r.egress;
+        uint32_t key = ((uint32_t)action[i] << 16) | egress[i];
         int found;
         size_t at = find_key(group_key, g, key, &found);
         if (!found) {
