@@ -3,6 +3,9 @@ a gateway (the gateways run here in the root namespace, their SCION underlay on 
 direct path). Real UDP, TCP and ICMP traffic between the hosts must arrive intact and in order, and a
 packet whose source address the sending remote does not own must not reach the LAN.
 
+The unit tests at the end need no root: a SOCK_SEQPACKET socket pair stands in for the TUN device (one
+datagram per read/write, as IFF_TUN|IFF_NO_PI) and a recording object for the gateway.
+
 Host A: 192.0.2.1/24 and 2001:db8:a::1/64 on its TUN, remote prefixes 198.51.100.0/24, 2001:db8:b::/64.
 Host B: 198.51.100.1/24 and 2001:db8:b::1/64, remote prefixes 192.0.2.0/24, 2001:db8:a::/64.
 """
@@ -17,8 +20,9 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import trio
@@ -26,13 +30,14 @@ import trio
 from scion_appliance import netns, tun
 from scion_appliance.gateway import Gateway, PeerSpec
 from scion_appliance.gateway.ip_tunnel import IpTunnel
-from scion_appliance.gateway.service import MSG_DATAGRAM
+from scion_appliance.gateway.service import MSG_DATAGRAM, GatewayError
 from scion_appliance.gateway.traffic_policy import TrafficPolicy
 from scion_appliance.paths.source import PathInfo, StaticPathSource
 from scion_appliance.scion.addr import IA
+from scion_appliance.scion.sig_frame import FrameDecoder, FrameEncoder
 from scion_appliance.tunnel.keys import generate_private_key, public_key
 
-pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 IA_A, IA_B = IA.parse("1-ff00:0:110"), IA.parse("1-ff00:0:111")
 HOST_A, HOST_B = "192.0.2.1", "198.51.100.1"
@@ -207,6 +212,7 @@ def _spoof_from_b(h: Hosts, src: str) -> None:
 # -- the test -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.netns
 def test_udp_tcp_icmp_between_hosts_behind_two_gateways(hosts: Hosts) -> None:
     gw_a, gw_b = _gateways()
     tunnel_a = IpTunnel(gw_a, hosts.tun_a, TrafficPolicy({IA_B: NET_B}))
@@ -283,3 +289,140 @@ def test_udp_tcp_icmp_between_hosts_behind_two_gateways(hosts: Hosts) -> None:
     print(f"{tunnel_a.snapshot()}\n{tunnel_b.snapshot()}")
     print(f"udp {results['udp_s']:.2f} s, tcp 1 MiB both ways {results['tcp_s']:.2f} s, "
           f"ping {[round(r * 1000, 2) for r in rtts]} ms")
+
+
+# -- without root: the tunnel's logic over a socket pair and a recording gateway -------------------------
+
+
+def _ipv4_udp(src: str, dst: str, data: bytes) -> bytes:
+    udp = struct.pack("!HHHH", 4000, 4001, 8 + len(data), 0) + data
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    return ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:] + udp
+
+
+class RecordingGateway:
+    """Stands in for ``Gateway``: records what would be sealed and sent, or refuses like it does."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        self.ip_sink: Callable[[IA, bytes], None] | None = None
+        self.sent: list[tuple[IA | str, bytes, int]] = []
+        self.refuse = refuse
+
+    async def send(self, dst_ia: IA | str, payload: bytes, *, msg_type: int = MSG_DATAGRAM) -> dict[str, Any]:
+        await trio.lowlevel.checkpoint()
+        if self.refuse:
+            raise GatewayError(self.refuse)
+        self.sent.append((dst_ia, payload, msg_type))
+        return {}
+
+
+@pytest.fixture
+def fake_tun() -> Iterator[tuple[tun.TunDevice, socket.socket]]:
+    """(device, LAN side): what the LAN side sends the device reads, and the other way round."""
+    dev_end, lan = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    dev_end.setblocking(False)
+    lan.settimeout(2)
+    dev = tun.TunDevice(dev_end.detach(), "fake0")
+    with dev, lan:
+        yield dev, lan
+
+
+POLICY = TrafficPolicy({IA_B: NET_B, "2-ff00:0:210": ["203.0.113.0/24"]})
+
+
+def test_outbound_classifies_frames_and_counts_drops(fake_tun: tuple[tun.TunDevice, socket.socket]) -> None:
+    dev, lan = fake_tun
+    gw = RecordingGateway()
+    tunnel = IpTunnel(gw, dev, POLICY, stride=2048, frame_size=600)
+    to_b = [_ipv4_udp(HOST_A, HOST_B, os.urandom(n)) for n in (10, 1000, 300)]  # 1000: split over frames
+    to_c = [_ipv4_udp(HOST_A, "203.0.113.7", b"c")]
+    rs = struct.pack("!IHBB16s16s", 6 << 28, 8, 58, 255, ipaddress.IPv6Address("fe80::1").packed,
+                     ipaddress.IPv6Address("ff02::2").packed) + bytes([133, 0, 0, 0, 0, 0, 0, 0])
+    nowhere = _ipv4_udp(HOST_A, "192.0.2.77", b"x")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(tunnel.run)
+            assert gw.ip_sink == tunnel.deliver
+            for pkt in [to_b[0], rs, to_c[0], to_b[1], nowhere, b"\x00garbage", to_b[2]]:
+                lan.send(pkt)
+            with trio.fail_after(2):
+                while len(gw.sent) < 4:
+                    await trio.sleep(0.005)
+            nursery.cancel_scope.cancel()
+        assert gw.ip_sink is None  # uninstalled when the tunnel stops
+
+    trio.run(main)
+    assert all(t == 4 for _, _, t in gw.sent)  # messages.MessageType.DATA: SIG frames for ip_sink
+    frames_b = [f for ia, f, _ in gw.sent if ia == IA_B]
+    frames_c = [f for ia, f, _ in gw.sent if ia == IA.parse("2-ff00:0:210")]
+    assert all(len(f) <= 600 for f in frames_b) and len(frames_b) >= 3
+    assert FrameDecoder().feed_many(frames_b) == to_b  # in order, intact, reassembled
+    assert FrameDecoder().feed_many(frames_c) == to_c
+    # The two remotes use different SIG session ids.
+    assert frames_b[0][1] != frames_c[0][1]
+    c = tunnel.counters
+    assert (c["tun_packets_read"], c["packets_queued"]) == (7, 4)
+    assert (c["drop_multicast"], c["drop_no_route"], c["drop_malformed"]) == (1, 1, 1)
+
+
+def test_outbound_without_session_is_counted(fake_tun: tuple[tun.TunDevice, socket.socket]) -> None:
+    dev, lan = fake_tun
+    gw = RecordingGateway(refuse="no session with 1-ff00:0:111")
+    tunnel = IpTunnel(gw, dev, POLICY, stride=2048)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(tunnel.run)
+            lan.send(_ipv4_udp(HOST_A, HOST_B, b"1"))
+            with trio.fail_after(2):
+                while not tunnel.counters["drop_no_session"]:
+                    await trio.sleep(0.005)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert tunnel.snapshot()["remotes"][str(IA_B)]["drop_no_session"] == 1
+    assert "frames_sent" not in tunnel.counters
+
+
+def test_outbound_queue_full_drops_instead_of_stalling(fake_tun: tuple[tun.TunDevice, socket.socket]) -> None:
+    dev, lan = fake_tun
+    tunnel = IpTunnel(RecordingGateway(), dev, POLICY, stride=2048, queue_batches=1)
+
+    async def main() -> None:
+        # Without the sender tasks running nothing drains the queue: the second batch must be dropped.
+        for _ in range(2):
+            lan.send(_ipv4_udp(HOST_A, HOST_B, b"q"))
+            assert tunnel.read_once() == 1
+        assert tunnel.read_once() == 0  # nothing waiting: returns at once, no blocking
+
+    trio.run(main)
+    assert tunnel.counters["packets_queued"] == 1 and tunnel.counters["drop_queue_full"] == 1
+
+
+def test_inbound_deframes_checks_sources_and_writes(fake_tun: tuple[tun.TunDevice, socket.socket]) -> None:
+    dev, lan = fake_tun
+    tunnel = IpTunnel(RecordingGateway(), dev, POLICY, stride=2048)
+    good = [_ipv4_udp(HOST_B, HOST_A, os.urandom(n)) for n in (50, 1300, 7)]
+    spoofed = _ipv4_udp("203.0.113.5", HOST_A, b"from C's space, sent by B")
+    enc = FrameEncoder(0, 99, 700)
+    frames = enc.encode([good[0], spoofed, good[1], good[2]])
+    assert len(frames) >= 3
+    for f in frames:
+        tunnel.deliver(IA_B, f)
+    tunnel.deliver(IA.parse("1-ff00:0:999"), frames[0])  # a peer with no prefixes in the policy
+    assert [lan.recv(4096) for _ in good] == good
+    lan.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        lan.recv(4096)
+    c = tunnel.counters
+    assert (c["tun_packets_written"], c["drop_spoofed_source"], c["drop_unknown_remote"]) == (3, 1, 1)
+    assert c["frames_received"] == len(frames)
+    # A lost frame: the packet split over it is counted by the decoder, the rest still arrives.
+    more = enc.encode([good[1], good[0]])  # good[0] starts in more[1] and ends in more[2]
+    assert len(more) == 3
+    for f in more[1:]:
+        tunnel.deliver(IA_B, f)
+    assert lan.recv(4096) == good[0]
+    assert tunnel.snapshot()["totals"]["drop_frame_lost_fragment"] == 1
