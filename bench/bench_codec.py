@@ -76,11 +76,15 @@ def main() -> None:
         struct_ns.append((time.perf_counter_ns() - t0) / n_struct)
 
     b, s = statistics.median(batch_ns), statistics.median(struct_ns)
-    print(f"SCION batch parse, {rounds * BATCH} packets/run (golden mix, {len(pkts)} kinds), medians of {args.runs}")
+    print(
+        f"SCION batch parse, {rounds * BATCH} packets/run (golden mix, {len(pkts)} kinds), medians of {args.runs}"
+    )
     print(f"{'parser':<28}{'ns/packet':>12}{'packets/s':>16}{'ratio':>10}")
     print(f"{'batch (Cython over C)':<28}{b:>12.1f}{1e9 / b:>16,.0f}{s / b:>9.1f}x")
     print(f"{'plain Python struct':<28}{s:>12.1f}{1e9 / s:>16,.0f}{1.0:>9.1f}x")
-    print(f"goal: <= 100 ns/packet and >= 20x the struct parser: {'met' if b <= 100 and s / b >= 20 else 'NOT met'}")
+    print(
+        f"goal: <= 100 ns/packet and >= 20x the struct parser: {'met' if b <= 100 and s / b >= 20 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":
