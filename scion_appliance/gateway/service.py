@@ -136,6 +136,8 @@ class Gateway:
         family = socket.AF_INET6 if isinstance(self.host, ipaddress.IPv6Address) else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setblocking(False)
+        # Bursts (TCP inside the tunnel) outrun one receive batch; a deep buffer keeps them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.bind((str(self.host), self.port))
         self._sock = sock
         self._cm = trio.open_nursery()
