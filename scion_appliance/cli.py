@@ -22,6 +22,9 @@ from scion_appliance.errors import OperatorError
 COMMANDS: dict[str, str] = {
     "decode": "decode",
     "check-config": "check_config",
+    "status": "status",
+    "paths": "paths",
+    "peers": "peers",
     "keygen": "keygen",
     "pubkey": "pubkey",
     "router": "router",
