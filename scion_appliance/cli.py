@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "keygen": "keygen",
     "pubkey": "pubkey",
     "router": "router",
+    "lab": "lab",
 }
 
 
