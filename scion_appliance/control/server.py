@@ -124,6 +124,13 @@ def bind_control_socket(path: Path, mode: int = 0o660, group: str | int | None =
     return sock
 
 
+class _DropBindLine(logging.Filter):
+    """Hypercorn announces the descriptor's temporary bind name; ``control.listening`` says the real one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Running on")
+
+
 def hypercorn_config(fd: int) -> HypercornConfig:
     cfg = HypercornConfig()
     cfg.bind = [f"fd://{fd}"]
@@ -134,7 +141,10 @@ def hypercorn_config(fd: int) -> HypercornConfig:
     cfg.shutdown_timeout = GRACEFUL_TIMEOUT_S
     cfg.startup_timeout = 5.0
     cfg.alpn_protocols = ["http/1.1"]
-    cfg.errorlog = logging.getLogger("hypercorn.error")
+    errorlog = logging.getLogger("hypercorn.error")
+    if not any(isinstance(f, _DropBindLine) for f in errorlog.filters):
+        errorlog.addFilter(_DropBindLine())
+    cfg.errorlog = errorlog
     cfg.accesslog = None
     cfg.include_server_header = False
     return cfg
