@@ -11,7 +11,11 @@ HELP = "run a local multi-AS SCION lab on loopback: up, down, status, link (cut/
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["up", "down", "status", "link"], help="what to do")
+    p.add_argument(
+        "action",
+        choices=["up", "down", "status", "link", "demo"],
+        help="what to do; `demo` runs two gateways across the lab, cuts the active path and shows the failover",
+    )
     p.add_argument("link_args", nargs="*", metavar="LINK ACTION", help="for `link`: NAME cut|restore|impair")
     p.add_argument("--topology", default="default", metavar="NAME|FILE", help="built-in name or JSON file")
     p.add_argument("--dir", metavar="DIR", help="lab directory (default /tmp/scion-lab/NAME)")
@@ -61,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from scion_appliance.errors import OperatorError
     from scion_appliance.lab import Lab
 
+    if args.action == "demo":
+        from scion_appliance.lab.demo import run_demo
+
+        summary = run_demo(args.dir)
+        return 0 if summary["received"] > 0 and summary["path_after"] != summary["path_before"] else 1
     d = _directory(args)
     if args.action == "up":
         lab = Lab.load(d) if (d / "lab.json").exists() else None
