@@ -86,7 +86,7 @@ static inline int take_alert(uint8_t *hop, uint8_t bit) {
     return 1;
 }
 
-static int step_onehop(const rs_config *cfg, uint8_t *pkt, uint32_t path_off, uint32_t avail,
+static __attribute__((noinline)) int step_onehop(const rs_config *cfg, uint8_t *pkt, uint32_t path_off, uint32_t avail,
                        int from_external, uint16_t ingress, rs_result *out) {
     if (avail < ONEHOP_LEN)
         return RS_MALFORMED_PATH;
@@ -145,7 +145,7 @@ typedef struct rs_work {
 #define RS_PENDING (-1) /* stage 1 done: the first hop field's MAC decides */
 
 /* Stage 1: every check before the first MAC, in the reference order. */
-static int stage1(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, uint64_t now,
+static inline __attribute__((always_inline)) int stage1(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, uint64_t now,
                   rs_result *out, rs_work *w) {
     memset(out, 0, sizeof(*out));
     if (len < CMN_LEN)
@@ -262,7 +262,7 @@ static int stage1(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ing
 }
 
 /* Stage 2: the rest of the processing once the first MAC's verdict (mac_good) is known. */
-static int stage2(const rs_config *cfg, uint16_t ingress, uint64_t now, rs_result *out, rs_work *w,
+static inline __attribute__((always_inline)) int stage2(const rs_config *cfg, uint16_t ingress, uint64_t now, rs_result *out, rs_work *w,
                   int mac_good) {
     path_state ps = w->ps;
     uint8_t *info = w->info, *hop = w->hop;
@@ -370,6 +370,7 @@ static int stage2(const rs_config *cfg, uint16_t ingress, uint64_t now, rs_resul
 int rs_step(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, uint64_t now,
             rs_result *out) {
     rs_work w;
+    memset(&w, 0, sizeof(w));
     int st = stage1(cfg, pkt, len, ingress, now, out, &w);
     if (st != RS_PENDING)
         return st;
@@ -394,7 +395,7 @@ size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_
                 uint16_t ingress, uint64_t now, uint8_t *reason, uint8_t *action, uint16_t *egress,
                 uint16_t *pointer, uint32_t *order, uint32_t *group_off, uint32_t *group_key,
                 size_t *n_ok) {
-    size_t g = 0, ok = 0;
+    size_t g = 0, ok = 0, last = 0;
     rs_work w[RS_CHUNK];
     rs_result r[RS_CHUNK];
     int st[RS_CHUNK];
@@ -441,8 +442,10 @@ size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_
             continue;
         /* Distinct keys kept sorted in group_key, their counts in group_off. */
         uint32_t key = ((uint32_t)action[i] << 16) | egress[i];
-        int found;
-        size_t at = find_key(group_key, g, key, &found);
+        int found = 1;
+        size_t at = last;
+        if (g == 0 || group_key[last] != key)
+            at = find_key(group_key, g, key, &found);
         if (!found) {
             memmove(group_key + at + 1, group_key + at, (g - at) * sizeof(uint32_t));
             memmove(group_off + at + 1, group_off + at, (g - at) * sizeof(uint32_t));
@@ -451,6 +454,7 @@ size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_
             g++;
         }
         group_off[at]++;
+        last = at;
     }
     /* Counts -> end offsets, then fill backwards so each group keeps arrival order and each
      * group_off[k] ends at the group's start. */
@@ -459,12 +463,16 @@ size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_
         acc += group_off[k];
         group_off[k] = acc;
     }
+    last = 0;
     for (size_t i = n; i-- > 0;) {
         if (reason[i] != RS_OK)
             continue;
-        int found;
-        size_t at = find_key(group_key, g, ((uint32_t)action[i] << 16) | egress[i], &found);
-        order[--group_off[at]] = (uint32_t)i;
+        uint32_t key = ((uint32_t)action[i] << 16) | egress[i];
+        if (group_key[last] != key) {
+            int found;
+            last = find_key(group_key, g, key, &found);
+        }
+        order[--group_off[last]] = (uint32_t)i;
     }
     group_off[g] = (uint32_t)ok;
     *n_ok = ok;

@@ -60,6 +60,7 @@ class RouterStep:
         now: int,
         hdr_copy: int,
         rounds: int,
+        restore_off: int = 0,
     ) -> int: ...
 
 def _c_limit(

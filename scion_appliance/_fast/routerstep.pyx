@@ -220,9 +220,10 @@ cdef class RouterStep:
 
     def bench_batch(self, unsigned char[::1] work, const unsigned char[::1] pristine,
                     const unsigned int[::1] lens, Py_ssize_t n, Py_ssize_t stride, int ingress,
-                    long long now, Py_ssize_t hdr_copy, Py_ssize_t rounds) -> int:
-        """Benchmark loop in C: per round, restore the first hdr_copy bytes of every slot from
-        `pristine`, then run the batch step.  Returns elapsed nanoseconds (monotonic clock)."""
+                    long long now, Py_ssize_t hdr_copy, Py_ssize_t rounds, Py_ssize_t restore_off=0) -> int:
+        """Benchmark loop in C: per round, restore bytes [restore_off, hdr_copy) of every slot
+        from `pristine` (what the step rewrites), then run the batch step.  Returns elapsed
+        nanoseconds (monotonic clock)."""
         cdef Py_ssize_t i, r, c
         cdef size_t n_ok = 0
         cdef uint64_t t0, t1
@@ -236,11 +237,14 @@ cdef class RouterStep:
         cdef unsigned int[::1] group_off = memoryview(bytearray(4 * (n + 1))).cast("I")
         cdef unsigned int[::1] group_key = memoryview(bytearray(4 * n)).cast("I")
         c = hdr_copy if hdr_copy < stride else stride
+        if not 0 <= restore_off <= c:
+            raise ValueError("restore_off must lie within the restored header")
+        c -= restore_off
         with nogil:
             t0 = _now_ns()
             for r in range(rounds):
                 for i in range(n):
-                    memcpy(&work[i * stride], &pristine[i * stride], <size_t>c)
+                    memcpy(&work[i * stride + restore_off], &pristine[i * stride + restore_off], <size_t>c)
                 rs_batch(&self.cfg, &work[0], <size_t>stride, &lens[0], <size_t>n, <uint16_t>ingress,
                          <uint64_t>now, &reason[0], &action[0], &egress[0], &pointer[0], &order[0],
                          &group_off[0], &group_key[0], &n_ok)
