@@ -142,11 +142,17 @@ typedef struct rs_work {
     uint8_t cons_dir, peering, from_external, last_hop;
 } rs_work;
 
+/* Whether packets arriving on `ingress` come from a neighbour AS (else the internal side). */
+static inline int from_external(const rs_config *cfg, uint16_t ingress) {
+    return cfg->mode == RS_MODE_INGRESS_ONLY || (cfg->mode == RS_MODE_TABLE && ingress);
+}
+
 #define RS_PENDING (-1) /* stage 1 done: the first hop field's MAC decides */
 
 /* Stage 1: every check before the first MAC, in the reference order. */
-static inline __attribute__((always_inline)) int stage1(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, uint64_t now,
-                  rs_result *out, rs_work *w) {
+static inline __attribute__((always_inline)) int stage1(const rs_config *cfg, uint8_t *pkt, uint32_t len,
+                                                        uint16_t ingress, int from_external, uint64_t now,
+                                                        rs_result *out, rs_work *w) {
     memset(out, 0, sizeof(*out));
     if (len < CMN_LEN)
         return RS_TRUNCATED;
@@ -157,7 +163,6 @@ static inline __attribute__((always_inline)) int stage1(const rs_config *cfg, ui
         return RS_BAD_HDR_LEN;
     if (hdr > len)
         return RS_TRUNCATED;
-    int from_external = cfg->mode == RS_MODE_INGRESS_ONLY || (cfg->mode == RS_MODE_TABLE && ingress);
     uint32_t avail = hdr - path_off;
     if (pkt[8] == PT_ONEHOP)
         return step_onehop(cfg, pkt, path_off, avail, from_external, ingress, out);
@@ -167,47 +172,47 @@ static inline __attribute__((always_inline)) int stage1(const rs_config *cfg, ui
     /* parsePath: Base.DecodeFromBytes, Raw length, current fields, segment shape. */
     if (avail < META_LEN)
         return RS_MALFORMED_PATH;
-    path_state ps;
-    ps.path = pkt + path_off;
-    ps.path_off = path_off;
-    uint32_t meta = rd32(ps.path);
-    ps.curr_inf = (uint8_t)(meta >> 30);
-    ps.curr_hf = (uint8_t)((meta >> 24) & 0x3f);
-    ps.s0 = (uint8_t)((meta >> 12) & 0x3f);
-    ps.s1 = (uint8_t)((meta >> 6) & 0x3f);
-    ps.s2 = (uint8_t)(meta & 0x3f);
-    if ((ps.s2 && !ps.s1) || (ps.s1 && !ps.s0))
+    path_state *const ps = &w->ps;
+    ps->path = pkt + path_off;
+    ps->path_off = path_off;
+    uint32_t meta = rd32(ps->path);
+    ps->curr_inf = (uint8_t)(meta >> 30);
+    ps->curr_hf = (uint8_t)((meta >> 24) & 0x3f);
+    ps->s0 = (uint8_t)((meta >> 12) & 0x3f);
+    ps->s1 = (uint8_t)((meta >> 6) & 0x3f);
+    ps->s2 = (uint8_t)(meta & 0x3f);
+    if ((ps->s2 && !ps->s1) || (ps->s1 && !ps->s0))
         return RS_MALFORMED_PATH;
-    ps.num_inf = ps.s2 ? 3 : ps.s1 ? 2 : ps.s0 ? 1 : 0;
-    ps.num_hops = (uint8_t)(ps.s0 + ps.s1 + ps.s2);
-    if (ps.num_inf == 0)
+    ps->num_inf = ps->s2 ? 3 : ps->s1 ? 2 : ps->s0 ? 1 : 0;
+    ps->num_hops = (uint8_t)(ps->s0 + ps->s1 + ps->s2);
+    if (ps->num_inf == 0)
         return RS_MALFORMED_PATH;
-    if (META_LEN + INFO_LEN * (uint32_t)ps.num_inf + HOP_LEN * (uint32_t)ps.num_hops > avail)
+    if (META_LEN + INFO_LEN * (uint32_t)ps->num_inf + HOP_LEN * (uint32_t)ps->num_hops > avail)
         return RS_MALFORMED_PATH;
-    if (ps.curr_hf >= ps.num_hops)
+    if (ps->curr_hf >= ps->num_hops)
         return RS_BAD_CURR_HF;
-    if (ps.curr_inf >= ps.num_inf)
+    if (ps->curr_inf >= ps->num_inf)
         return RS_BAD_CURR_INF;
-    uint8_t *info = info_at(&ps, ps.curr_inf), *hop = hop_at(&ps, ps.curr_hf);
+    uint8_t *info = info_at(ps, ps->curr_inf), *hop = hop_at(ps, ps->curr_hf);
     int peer_flag = info[0] & 0x02, cons_dir = info[0] & 0x01;
     if (cons_dir)
         out->flags |= RS_F_CONSDIR;
-    if (!peer_flag && (ps.s0 == 1 || ps.s1 == 1 || ps.s2 == 1))
+    if (!peer_flag && (ps->s0 == 1 || ps->s1 == 1 || ps->s2 == 1))
         return RS_MALFORMED_PATH; /* scionproto/scion#4524: singleton segments */
-    if (ps.curr_inf != inf_index(&ps, ps.curr_hf))
+    if (ps->curr_inf != inf_index(ps, ps->curr_hf))
         return RS_BAD_CURR_INF;
 
     /* determinePeer */
     int peering = 0;
     if (peer_flag) {
-        if (ps.s1 == 0 || ps.s2 != 0)
+        if (ps->s1 == 0 || ps->s2 != 0)
             return RS_MALFORMED_PATH;
-        peering = ps.curr_hf == ps.s0 - 1 || ps.curr_hf == ps.s0;
+        peering = ps->curr_hf == ps->s0 - 1 || ps->curr_hf == ps->s0;
     }
     if (peering)
         out->flags |= RS_F_PEERING;
 
-    out->pointer = hop_pointer(&ps);
+    out->pointer = hop_pointer(ps);
     if (hop_expired(info, hop, now))
         return RS_EXPIRED_HOP;
     if (from_external && ingress) {
@@ -220,11 +225,11 @@ static inline __attribute__((always_inline)) int stage1(const rs_config *cfg, ui
         return RS_BAD_PACKET_SIZE;
     }
     uint64_t dst_ia = rd64(pkt + CMN_LEN), src_ia = rd64(pkt + CMN_LEN + 8);
-    int last_hop = ps.curr_hf == ps.num_hops - 1;
+    int last_hop = ps->curr_hf == ps->num_hops - 1;
     if (cfg->local_ia) {
         int src_local = src_ia == cfg->local_ia, dst_local = dst_ia == cfg->local_ia;
         if (!from_external) {
-            if (ps.curr_hf == 0 && !src_local) {
+            if (ps->curr_hf == 0 && !src_local) {
                 out->pointer = CMN_LEN + 8;
                 return RS_INVALID_SRC_IA;
             }
@@ -248,7 +253,6 @@ static inline __attribute__((always_inline)) int stage1(const rs_config *cfg, ui
      * MAC check (the hop's MAC was made with the SegID as it was before this hop).  The
      * reference writes the new SegID even when the MAC then fails; so do we, after checking
      * (checking first avoids a store-to-load stall). */
-    w->ps = ps;
     w->info = info;
     w->hop = hop;
     w->dst_ia = dst_ia;
@@ -264,7 +268,7 @@ static inline __attribute__((always_inline)) int stage1(const rs_config *cfg, ui
 /* Stage 2: the rest of the processing once the first MAC's verdict (mac_good) is known. */
 static inline __attribute__((always_inline)) int stage2(const rs_config *cfg, uint16_t ingress, uint64_t now, rs_result *out, rs_work *w,
                   int mac_good) {
-    path_state ps = w->ps;
+    path_state *const ps = &w->ps;
     uint8_t *info = w->info, *hop = w->hop;
     int cons_dir = w->cons_dir, peering = w->peering, from_external = w->from_external;
     int last_hop = w->last_hop;
@@ -284,17 +288,17 @@ static inline __attribute__((always_inline)) int stage2(const rs_config *cfg, ui
     }
 
     int xover = 0;
-    if (!peering && ps.curr_hf + 1 < ps.num_hops && ps.curr_inf != inf_index(&ps, ps.curr_hf + 1)) {
+    if (!peering && ps->curr_hf + 1 < ps->num_hops && ps->curr_inf != inf_index(ps, ps->curr_hf + 1)) {
         xover = 1;
         out->flags |= RS_F_XOVER;
-        ps.curr_hf++;
-        ps.curr_inf = inf_index(&ps, ps.curr_hf);
-        write_meta(&ps);
-        info = info_at(&ps, ps.curr_inf);
-        hop = hop_at(&ps, ps.curr_hf);
+        ps->curr_hf++;
+        ps->curr_inf = inf_index(ps, ps->curr_hf);
+        write_meta(ps);
+        info = info_at(ps, ps->curr_inf);
+        hop = hop_at(ps, ps->curr_hf);
         cons_dir = info[0] & 0x01;
         out->flags = (uint8_t)((out->flags & ~RS_F_CONSDIR) | (cons_dir ? RS_F_CONSDIR : 0));
-        out->pointer = hop_pointer(&ps);
+        out->pointer = hop_pointer(ps);
         if (hop_expired(info, hop, now))
             return RS_EXPIRED_HOP;
         if (!mac_ok(cfg, info, hop))
@@ -307,7 +311,7 @@ static inline __attribute__((always_inline)) int stage2(const rs_config *cfg, ui
         return RS_UNKNOWN_EGRESS;
     if (xover && !from_external) {
         /* A segment change received from the internal side is never valid. */
-        out->pointer = info_pointer(&ps);
+        out->pointer = info_pointer(ps);
         return RS_INVALID_SEGMENT_CHANGE;
     }
     int owned;
@@ -332,7 +336,7 @@ static inline __attribute__((always_inline)) int stage2(const rs_config *cfg, ui
                          (ilt == RS_LINK_CHILD && elt == RS_LINK_CORE) ||
                          (ilt == RS_LINK_CHILD && elt == RS_LINK_CHILD);
                 if (!ok) {
-                    out->pointer = info_pointer(&ps);
+                    out->pointer = info_pointer(ps);
                     return RS_INVALID_SEGMENT_CHANGE;
                 }
             }
@@ -355,13 +359,13 @@ static inline __attribute__((always_inline)) int stage2(const rs_config *cfg, ui
     }
     /* processEgress: in construction direction the egress router chains the SegID forward
      * (not at a peering hop: both peering hop fields chain to the same SegID). */
-    if (ps.curr_hf + 1 >= ps.num_hops)
+    if (ps->curr_hf + 1 >= ps->num_hops)
         return RS_PATH_AT_END;
     if (cons_dir && !peering)
         update_seg_id(info, hop);
-    ps.curr_hf++;
-    ps.curr_inf = inf_index(&ps, ps.curr_hf);
-    write_meta(&ps);
+    ps->curr_hf++;
+    ps->curr_inf = inf_index(ps, ps->curr_hf);
+    write_meta(ps);
     out->pointer = 0;
     out->action = RS_ACT_FORWARD;
     return RS_OK;
@@ -371,7 +375,7 @@ int rs_step(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, 
             rs_result *out) {
     rs_work w;
     memset(&w, 0, sizeof(w));
-    int st = stage1(cfg, pkt, len, ingress, now, out, &w);
+    int st = stage1(cfg, pkt, len, ingress, from_external(cfg, ingress), now, out, &w);
     if (st != RS_PENDING)
         return st;
     return stage2(cfg, ingress, now, out, &w, hm_hop_verify_seg(&cfg->key, w.seg, w.info, w.hop, NULL));
@@ -396,6 +400,7 @@ size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_
                 uint16_t *pointer, uint32_t *order, uint32_t *group_off, uint32_t *group_key,
                 size_t *n_ok) {
     size_t g = 0, ok = 0, last = 0;
+    int ext = from_external(cfg, ingress);
     rs_work w[RS_CHUNK];
     rs_result r[RS_CHUNK];
     int st[RS_CHUNK];
@@ -414,7 +419,7 @@ size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_
                 st[j] = RS_TRUNCATED;
                 continue;
             }
-            st[j] = stage1(cfg, buf + i * stride, lens[i], ingress, now, &r[j], &w[j]);
+            st[j] = stage1(cfg, buf + i * stride, lens[i], ingress, ext, now, &r[j], &w[j]);
             if (st[j] == RS_PENDING) {
                 infos[np] = w[j].info;
                 hops[np] = w[j].hop;
