@@ -139,6 +139,20 @@ def bench_cryptography(key: bytes, pkt: bytes, rounds: int) -> float:
     return median_ns_per_packet(run, BATCH * rounds)
 
 
+def measure(r: rs.RouterStep, key: bytes, pkt: bytes, blocks: int) -> list[tuple[str, float, float]]:
+    measured = []
+    for name, fn in [
+        ("raw limit (hdr copy + AES/MAC)", lambda: bench_limit(key, pkt, blocks, 2000)),
+        ("step, batch in C loop", lambda: bench_step_c(r, pkt, 2000)),
+        ("step, batch() from Python (64)", lambda: bench_step_py(r, pkt, 300)),
+        ("step, batch() from Python (256)", lambda: bench_step_py(r, pkt, 80, 256)),
+        ("cryptography CMAC per pkt (Py)", lambda: bench_cryptography(key, pkt, 20)),
+    ]:
+        med = fn()
+        measured.append((name, med, LAST_MIN[0]))
+    return measured
+
+
 def main() -> int:
     print(
         f"router step benchmark: batch {BATCH}, stride {STRIDE}, median of {RUNS} runs, AES-NI {has_aesni()}"
@@ -152,17 +166,7 @@ def main() -> int:
         r = router(as_name, ilt, elt)
         check = bytearray(pkt)
         assert r.step(check, ingress=2, now=TRACE_NOW)[:2] == (rs.OK, rs.ACT_FORWARD), label
-        measured = []
-        for name, fn in [
-            ("raw limit (hdr copy + AES/MAC)", lambda: bench_limit(KEYS[as_name], pkt, blocks, 2000)),
-            ("step, batch in C loop", lambda: bench_step_c(r, pkt, 2000)),
-            ("step, batch() from Python (64)", lambda: bench_step_py(r, pkt, 300)),
-            ("step, batch() from Python (256)", lambda: bench_step_py(r, pkt, 80, 256)),
-            ("cryptography CMAC per pkt (Py)", lambda: bench_cryptography(KEYS[as_name], pkt, 20)),
-        ]:
-            med = fn()
-            measured.append((name, med, LAST_MIN[0]))
-        rows.append((label, measured))
+        rows.append((label, measure(r, KEYS[as_name], pkt, blocks)))
     print()
     print(f"{'workload':16} {'measure':32} {'median ns':>9} {'min ns':>7} {'Mpkt/s':>7} {'x limit':>7}")
     for label, measured in rows:
