@@ -17,7 +17,9 @@ Rules kept here:
   echo request -> echo reply. Traceroute requests are answered at router alerts. Errors the reference
   router answers (``reasons.scmp_for``) get an SCMP error on the reversed path, built as scionproto's
   ``prepareSCMP`` does; errors are rate-limited by a token bucket and never sent about an SCMP error.
-- Every packet that is not sent is counted under a reason (``counters``), never silently lost.
+- Every received packet is counted once by what became of it: ``forwarded``, ``to_sibling``,
+  ``delivered``, ``to_router`` (answered by the router itself), ``slow.<reason>`` (router alerts) or
+  ``drop.<reason>``; what the router sends on its own is counted under ``scmp.<type>``.
 - Lab impairments apply per external interface, to everything leaving through it: cut (down: the step
   answers "external interface down", arrivals are dropped), loss, delay with jitter, reordering.
 """
@@ -542,6 +544,7 @@ class Dataplane:
             self.count("drop.to_router_unparseable")
             return
         if isinstance(pkt.l4, scmp.Echo) and pkt.l4.type == scmp.ECHO_REQUEST:
+            self.count("to_router")
             echo = pkt.l4
             self._reply(
                 b,
