@@ -140,4 +140,3 @@ class Prober:
         timeout = 3.0
         for seq in [s for s, o in self._outstanding.items() if now - o.sent > timeout]:
             del self._outstanding[seq]
-
