@@ -239,6 +239,8 @@ def test_lab_down_stops_every_router(tmp_path: Path) -> None:
     assert all(lab.running().values())
     lab.down()
     assert not any(lab.running().values())
+    for a in lab.ases.values():  # SIGTERM stopped each router cleanly (it logged its counters)
+        assert '"event":"router.stopped"' in Path(a["log"]).read_text()
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     assert main(["lab", "status", "--dir", str(tmp_path / "lab2")]) == 3

@@ -397,3 +397,52 @@ def test_mutated_packets_are_accounted_for(flips: list[tuple[int, int]]) -> None
         code = reasons.NAMES.index(drop)
         if reasons.scmp_for(code, cons_dir=False) is None:
             assert out == []  # silent drops stay silent
+
+
+def test_traceroute_router_alert_answered() -> None:
+    dp110, dp111, _ = routers()
+    path = path_111_to_112()
+    hops = list(path.hop_fields)
+    # 110's up hop field is used against construction direction: its ingress alert is the
+    # EgressRouterAlert bit (scionproto ingressRouterAlertFlag)
+    hops[1] = replace(hops[1], egress_router_alert=True)
+    req = ScionPacket(
+        dst_ia=IA112,
+        src_ia=IA111,
+        dst_host=ipaddress.ip_address("127.0.3.2"),
+        src_host=ipaddress.ip_address(HOST111[0]),
+        l4=scmp.Traceroute.new(40002, 5),
+        path=replace(path, hop_fields=tuple(hops)),
+    ).with_checksum()
+    link, reply, dest = _only_error(to_110(dp111, dp110, req.serialize()))
+    assert (link, dest) == (1, (R111, 50041))
+    assert isinstance(reply.l4, scmp.Traceroute) and reply.l4.type == scmp.TRACEROUTE_REPLY
+    assert (reply.l4.identifier, reply.l4.sequence, reply.l4.ia, reply.l4.interface) == (40002, 5, IA110, 1)
+    assert dp110.counters["slow.router_alert_ingress"] == 1
+    [(link, data, dest)] = sent(inject(dp111, 41, [reply.serialize()], src=(R110, 50001)))
+    assert (link, dest) == (0, (HOST111[0], 40002))
+    assert parse(data).l4 == reply.l4
+
+
+def test_control_commands() -> None:
+    from scion_appliance.router import control
+
+    dp110, _, _ = routers()
+    assert control.handle(dp110, {"cmd": "ping"}) == {"ok": True}
+    assert control.handle(dp110, {"cmd": "link", "ifid": 2, "up": False}) == {"ok": True}
+    assert dp110.links[2].up is False
+    assert control.handle(dp110, {"cmd": "impair", "ifid": 1, "loss": 0.5, "delay_ms": 3}) == {"ok": True}
+    status = control.handle(dp110, {"cmd": "status"})
+    assert status["interfaces"]["1"]["impairment"]["loss"] == 0.5
+    assert status["interfaces"]["2"]["up"] is False
+    for bad in (
+        {"cmd": "impair", "ifid": 1, "loss": 2},
+        {"cmd": "link", "ifid": 9, "up": True},
+        {"cmd": "link", "ifid": 1, "up": "no"},
+        {"cmd": "fly"},
+        ["cmd"],
+    ):
+        answer = control.handle(dp110, bad)
+        assert answer["ok"] is False and answer["error"], bad
+    assert dp110.links[1].impairment.loss == 0.5  # a refused command changes nothing
+    assert "counters" in control.handle(dp110, {"cmd": "counters"})
