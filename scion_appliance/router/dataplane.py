@@ -561,7 +561,6 @@ class Dataplane:
     def _not_ok(self, b: RxBatch, link: int, i: int, now: float, out: list[Out]) -> None:
         code = b.reason[i]
         if code in reasons.SLOW_PATH:
-            self.count(f"slow.{reasons.name(code)}")
             self._traceroute(b, link, i, code, now, out)
             return
         self.count(f"drop.{reasons.name(code)}")
@@ -604,6 +603,7 @@ class Dataplane:
         if not (isinstance(pkt.l4, scmp.Traceroute) and pkt.l4.type == scmp.TRACEROUTE_REQUEST):
             self.count("drop.router_alert_not_traceroute")
             return
+        self.count(f"slow.{reasons.name(code)}")  # its fate: answered by the slow path
         ifid = link if code == reasons.ROUTER_ALERT_INGRESS else b.egress[i]
         tr = pkt.l4
         self._reply(
