@@ -285,6 +285,13 @@ def p_peer_name(value: Any, ctx: Ctx) -> str:
     return value
 
 
+def p_keepalive(value: Any, ctx: Ctx) -> float:
+    v: float = p_float(0.0, 3600.0)(value, ctx)
+    if 0.0 < v < 0.1:
+        raise Invalid(f"{value} (out of range)")
+    return v
+
+
 def p_url(value: Any, ctx: Ctx) -> str:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")) or len(value) < 10:
         raise Invalid(describe(value))
@@ -379,6 +386,18 @@ class Peer:
         p_optional(p_endpoint),
         None,
     )
+    # Absent: the router of the peer's AS when [paths] catalogue lies in a lab directory (lab.json beside
+    # it); otherwise required by `run` (an end host's SCMP echo goes to port 30041, not to the appliance).
+    probe_address: IPAddress | None = setting(
+        'the IP of a host in the peer\'s AS that answers SCMP echo, e.g. its border router "10.0.0.1"',
+        p_optional(p_ip),
+        None,
+    )
+    keepalive_s: float = setting(
+        "seconds from 0.1 to 3600 between keepalives when nothing else was sent (or 0 for none)",
+        p_keepalive,
+        5.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -406,6 +425,13 @@ class Paths:
     spread: int = setting("the number of best paths to spread flows over, 1 to 16", p_int(1, 16), 1)
     preferred_ases: tuple[IA, ...] = setting("an array of ISD-AS", p_list(p_ia, IA_EXPECT), factory=tuple)
     excluded_ases: tuple[IA, ...] = setting("an array of ISD-AS", p_list(p_ia, IA_EXPECT), factory=tuple)
+    # The path source: a path catalogue in the lab's paths.json format ({src: {dst: [path, ...]}}).
+    # A SCION daemon as a source comes later; without a catalogue `run` has no paths to its peers.
+    catalogue: Path | None = setting(
+        "a path to a path catalogue (paths.json, as `scion-appliance lab up` writes it)",
+        p_optional(p_path),
+        None,
+    )
 
 
 @dataclass(frozen=True)
@@ -582,6 +608,8 @@ def check_files(cfg: Config) -> None:
     for i, p in enumerate(cfg.peers):
         if p.preshared_key_file is not None:
             _check_file(ctx, f"peers[{i}].preshared_key_file", p.preshared_key_file, secret=True)
+    if cfg.paths.catalogue is not None:
+        _check_file(ctx, "paths.catalogue", cfg.paths.catalogue, secret=False)
     if cfg.router:
         _check_file(ctx, "router.topology", cfg.router.topology, secret=False)
         _check_file(ctx, "router.keys_dir", cfg.router.keys_dir / "master0.key", secret=True)

@@ -285,3 +285,43 @@ def test_window_size_rule(n: int) -> None:
         assert config.parse(text).replay.window_size == n
     else:
         assert err(text).key == "replay.window_size"
+
+
+# -- path source and peer probing (the service's additions) -------------------------------------------
+
+
+def test_catalogue_probe_address_and_keepalive() -> None:
+    cfg = config.parse(MINIMAL + '[paths]\ncatalogue = "lab/paths.json"\n' + peer(probe_address='"10.0.0.1"'))
+    assert cfg.paths.catalogue == Path("/etc/scion-appliance/lab/paths.json")  # relative to the file
+    assert cfg.peers[0].probe_address == ipaddress.ip_address("10.0.0.1")
+    assert cfg.peers[0].keepalive_s == 5.0
+    defaults = config.parse(MINIMAL + peer())
+    assert defaults.paths.catalogue is None and defaults.peers[0].probe_address is None
+    assert config.parse(MINIMAL + peer(keepalive_s="0")).peers[0].keepalive_s == 0.0
+    assert config.load(EXAMPLE).peer("branch-a").probe_address == ipaddress.ip_address("10.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("fields", "key", "found_part"),
+    [
+        ({"probe_address": '"router.example"'}, "peers[0].probe_address", "'router.example' (string)"),
+        ({"probe_address": "1"}, "peers[0].probe_address", "1 (integer)"),
+        ({"keepalive_s": "0.05"}, "peers[0].keepalive_s", "0.05 (out of range)"),
+        ({"keepalive_s": "4000"}, "peers[0].keepalive_s", "4000 (out of range)"),
+        ({"keepalive_s": '"5s"'}, "peers[0].keepalive_s", "'5s' (string)"),
+    ],
+)
+def test_bad_probe_and_keepalive_values(fields: dict[str, str], key: str, found_part: str) -> None:
+    e = err(MINIMAL + peer(**fields))
+    assert e.key == key and found_part in e.found and e.expected
+
+
+def test_bad_catalogue_value_and_missing_file(tmp_path: Path) -> None:
+    e = err(MINIMAL + "[paths]\ncatalogue = 7\n")
+    assert e.key == "paths.catalogue" and e.found == "7 (integer)" and "paths.json" in e.expected
+    cfg_file = tmp_path / "appliance.toml"
+    cfg_file.write_text(MINIMAL.replace('"private.key"', '"k"') + '[paths]\ncatalogue = "none.json"\n')
+    (tmp_path / "k").write_text("x")
+    (tmp_path / "k").chmod(0o600)
+    with pytest.raises(ConfigError, match=r"paths.catalogue: expected an existing file, found .*none.json"):
+        config.load(cfg_file, check_files_exist=True)
