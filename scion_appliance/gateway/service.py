@@ -13,6 +13,7 @@ Rules kept here:
 from __future__ import annotations
 
 import array
+import hashlib
 import ipaddress
 import math
 import socket
@@ -48,6 +49,7 @@ from scion_appliance.tunnel.handshake import (
     MemoryTimestampStore,
     PeerConfig,
 )
+from scion_appliance.tunnel.peer import Peer
 from scion_appliance.tunnel.session import Session
 
 STRIDE = 2048
@@ -73,20 +75,75 @@ class PeerSpec:
     psk: bytes | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class SessionKeys:
+    """What ``Gateway.on_session`` reports when a session is installed: its indexes and BLAKE2b-128
+    fingerprints of its two keys (never the keys). Tests use it to name the key behind a wire packet."""
+
+    peer: str
+    local_index: int
+    remote_index: int
+    initiator: bool
+    send_fingerprint: bytes
+    receive_fingerprint: bytes
+
+
+def key_fingerprint(key: bytes) -> bytes:
+    return hashlib.blake2b(key, digest_size=16, person=b"scion-app keyfp").digest()
+
+
 class _Tunnel:
-    """The live session with one peer: keys in guarded memory and the receive replay window."""
+    """One session with a peer: keys in guarded memory and the receive replay window."""
 
     def __init__(self, session: Session, window_bits: int) -> None:
         self.session = session
         self.send = aead.AeadKey(session.send_key)
         self.recv = aead.AeadKey(session.receive_key)
         self.window = ReplayWindow(window_bits)
+        self.fingerprints = (key_fingerprint(session.send_key), key_fingerprint(session.receive_key))
         # Python cannot scrub immutable bytes; drop our references so only the guarded copies remain.
         session.send_key = session.receive_key = b""
 
     def close(self) -> None:
         self.send.close()
         self.recv.close()
+
+
+class _DeferredMarks:
+    """The handshake replay marks as the ``Handshaker`` sees them: the durable store plus marks accepted
+    on the trio loop whose synced write has not finished yet.
+
+    A synced RocksDB write takes milliseconds, too long for the loop. The Handshaker records its mark
+    here (instantly, so a second copy of the same initiation arriving meanwhile is refused); the gateway
+    takes the unsynced marks, writes them to the durable store in a worker thread and only then sends the
+    response. So a response is never seen for an initiation whose mark could be lost in a crash."""
+
+    def __init__(self, durable: HandshakeTimestampStore) -> None:
+        self.durable = durable
+        self._overlay: dict[bytes, bytes] = {}
+        self._unsynced: list[tuple[bytes, bytes]] = []
+
+    def get_handshake_timestamp(self, peer_public: bytes) -> bytes | None:
+        stored = self.durable.get_handshake_timestamp(peer_public)
+        pending = self._overlay.get(bytes(peer_public))
+        if stored is None or (pending is not None and pending > stored):
+            return pending
+        return stored
+
+    def set_handshake_timestamp(self, peer_public: bytes, ts: bytes) -> None:
+        old = self._overlay.get(bytes(peer_public))
+        if old is None or ts > old:
+            self._overlay[bytes(peer_public)] = bytes(ts)
+        self._unsynced.append((bytes(peer_public), bytes(ts)))
+
+    def take_unsynced(self) -> list[tuple[bytes, bytes]]:
+        out, self._unsynced = self._unsynced, []
+        return out
+
+    def synced(self, peer_public: bytes, ts: bytes) -> None:
+        """``ts`` is durable: the overlay entry is no longer needed unless a newer one is in flight."""
+        if self._overlay.get(peer_public) == ts:
+            del self._overlay[peer_public]
 
 
 class Gateway:
@@ -109,16 +166,19 @@ class Gateway:
         self.peers = {str(p.ia): p for p in peers}
         self.path_source = path_source
         self.window_bits = window_bits
+        # ``store`` is the durable home of the handshake replay marks (``state.StateStore`` in the service).
+        self._marks = _DeferredMarks(store or MemoryTimestampStore())
+        self._store_writer = trio.CapacityLimiter(1)  # one synced write at a time, off the trio loop
         self.handshaker = Handshaker(
-            private_key,
-            [PeerConfig(p.public_key, p.psk) for p in peers],
-            store or MemoryTimestampStore(),
+            private_key, [PeerConfig(p.public_key, p.psk) for p in peers], self._marks
         )
         self.prober = Prober(ia, host, port, probe_interval, quality)
         self.selector = PathSelector(policy or SelectionPolicy())
         self.counters: Counter[str] = Counter()
-        self._tunnels: dict[str, _Tunnel] = {}  # peer ia -> tunnel
-        self._by_index: dict[int, str] = {}  # our receiver index -> peer ia
+        # Key rotation per peer (current, previous, next: ``tunnel.peer``); the keys of each session are in
+        # its _Tunnel, found by the receiver index the peer writes into data messages to us.
+        self._sessions = {k: Peer(p.public_key, self.handshaker) for k, p in self.peers.items()}
+        self._by_index: dict[int, tuple[str, _Tunnel]] = {}
         self._ready: dict[str, trio.Event] = {}
         self._builders: dict[tuple[str, str], UdpPacketBuilder] = {}
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[IA, bytes]](1024)
@@ -129,6 +189,12 @@ class Gateway:
         self.failover_log: list[dict[str, Any]] = []
         # Receives (peer ISD-AS, plaintext SIG frame) for every authenticated IP data message.
         self.ip_sink: Callable[[IA, bytes], None] | None = None
+        # Told about every installed session (indexes and key fingerprints; tests and audit logs).
+        self.on_session: Callable[[SessionKeys], None] | None = None
+        # Per peer ISD-AS: sealed payload packets/bytes each way, and when we last sent / heard from it.
+        self.transfer: dict[str, Counter[str]] = {}
+        self.last_tx: dict[str, float] = {}
+        self.last_rx: dict[str, float] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -153,9 +219,11 @@ class Gateway:
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
         result = await self._cm.__aexit__(t, e, tb)
-        for tun in self._tunnels.values():
+        for peer in self._sessions.values():
+            peer.expire()
+        for _, tun in self._by_index.values():
             tun.close()
-        self._tunnels.clear()
+        self._by_index.clear()
         if self._sock is not None:
             self._sock.close()
         return result
@@ -176,6 +244,7 @@ class Gateway:
         self._send_on(path, self._builder(key, path).build(envelope))
         self.prober.quality[path.id].data_sent(time.monotonic()) if path.id in self.prober.quality else None
         self.counters["datagrams_sent"] += 1
+        self._account(key, "tx", len(payload), self.last_tx)
         return {
             "packet_id": f"{tun.session.remote_index:08x}-{counter}",
             "path": path.id,
@@ -211,27 +280,90 @@ class Gateway:
     def reason(self, dst_ia: IA | str) -> str:
         return self.selector.status(str(dst_ia)).reason
 
+    # -- sessions and reconfiguration, for the service layer (control API, SIGHUP) ---------------------
+
+    def _account(self, key: str, direction: str, nbytes: int, when: dict[str, float]) -> None:
+        t = self.transfer.get(key)
+        if t is None:
+            t = self.transfer[key] = Counter()
+        t[f"{direction}_packets"] += 1
+        t[f"{direction}_bytes"] += nbytes
+        when[key] = time.monotonic()
+
+    def session(self, dst_ia: IA | str) -> Session | None:
+        """The live session's bookkeeping (indexes, age, role) with ``dst_ia``; never its keys."""
+        peer = self._sessions.get(str(dst_ia))
+        return peer.current if peer is not None else None
+
+    def handshaking(self, dst_ia: IA | str) -> bool:
+        return str(dst_ia) in self._ready
+
+    def ensure_session(self, dst_ia: IA | str, *, rekey: bool = False) -> bool:
+        """Start a handshake with this peer now unless one is under way, or (without ``rekey``) a
+        usable session exists. True if one was started."""
+        key = str(dst_ia)
+        if key not in self.peers or key in self._ready or self._nursery is None:
+            return False
+        if not rekey and self._sessions[key].sending_session(time.monotonic()) is not None:
+            return False
+        self._start_handshake(key)
+        return True
+
+    def set_peers(self, peers: list[PeerSpec]) -> dict[str, list[str]]:
+        """Take a reloaded peer list; peers that stay keep their sessions. A removed peer, or one whose
+        static key changed, loses its session and its place in the handshake allowlist; any other change
+        (endpoint, probe host, pre-shared key) applies from the next packet or handshake."""
+        new = {str(p.ia): p for p in peers}
+        added = [k for k in new if k not in self.peers]
+        removed = [k for k in self.peers if k not in new]
+        changed = [k for k in new if k in self.peers and new[k] != self.peers[k]]
+        for key in removed + [k for k in changed if new[k].public_key != self.peers[k].public_key]:
+            old = self.peers[key]
+            self.handshaker.remove_peer(old.public_key)
+            pending = self._ready.pop(key, None)
+            if pending is not None:
+                pending.set()  # ends that handshake's retry loop and wakes its waiters (they get an error)
+            self._sessions.pop(key).stop()
+            self._forget_dropped(key)
+            self.prober.set_paths(old.ia, old.probe_host, [])
+            self.selector.forget(key)
+        for bkey in [b for b in self._builders if b[0] in removed or b[0] in changed]:
+            del self._builders[bkey]
+        self.peers = new
+        for k, p in new.items():
+            self.handshaker.add_peer(PeerConfig(p.public_key, p.psk))
+            if k not in self._sessions:
+                self._sessions[k] = Peer(p.public_key, self.handshaker)
+        self._refresh_paths()
+        return {"added": added, "removed": removed, "changed": changed}
+
+    def paths_changed(self) -> None:
+        """The path source holds new paths (or new raw bytes for known ids): probe them, rebuild headers."""
+        self._builders.clear()
+        self._refresh_paths()
+
     # -- sessions -----------------------------------------------------------------------------------
 
     async def _tunnel(self, key: str) -> _Tunnel:
-        now = time.monotonic()
-        tun = self._tunnels.get(key)
-        if tun is not None and tun.session.can_send(now):
-            if tun.session.needs_rekey(now) and key not in self._ready:
-                self._start_handshake(key)
-            return tun
-        if key not in self.peers:
+        peer = self._sessions.get(key)
+        if peer is None:
             raise GatewayError(f"no peer appliance is configured for {key}")
+        now = time.monotonic()
+        s = peer.sending_session(now)
+        if s is not None:
+            if s.needs_rekey(now) and key not in self._ready:
+                self._start_handshake(key)
+            return self._by_index[s.local_index][1]
         if key not in self._ready:
             self._start_handshake(key)
         with trio.move_on_after(HANDSHAKE_TIMEOUT):
             await self._ready[key].wait()
-        tun = self._tunnels.get(key)
-        if tun is None:
+        s = peer.sending_session(time.monotonic())
+        if s is None:
             raise GatewayError(
                 f"no session with {key}: the handshake got no answer within {HANDSHAKE_TIMEOUT} s"
             )
-        return tun
+        return self._by_index[s.local_index][1]
 
     def _start_handshake(self, key: str) -> None:
         self._ready[key] = trio.Event()
@@ -239,9 +371,14 @@ class Gateway:
         self._nursery.start_soon(self._handshake, key)
 
     async def _handshake(self, key: str) -> None:
+        """Send initiations (backing off) until this peer has a new sending session."""
         peer = self.peers[key]
         event = self._ready[key]
         delay = 0.2
+        if self._sessions[key].next is not None:
+            # We just answered the peer's initiation; its confirming packet normally makes ours needless.
+            with trio.move_on_after(delay):
+                await event.wait()
         while not event.is_set():
             try:
                 path = self._choose(key)
@@ -258,26 +395,59 @@ class Gateway:
             delay = min(delay * 2, 2.0)
         self._ready.pop(key, None)
 
-    def _install(self, session: Session) -> str | None:
-        key = next((k for k, p in self.peers.items() if p.public_key == session.peer_public), None)
+    def _install(self, result: HandshakeResult, now: float) -> str | None:
+        """A completed handshake (either role) becomes a session of its peer (``tunnel.peer`` rotation)."""
+        key = next((k for k, p in self.peers.items() if p.public_key == result.peer_public), None)
         if key is None:
             return None
-        old = self._tunnels.get(key)
-        self._tunnels[key] = _Tunnel(session, self.window_bits)
-        self._by_index[session.local_index] = key
-        if old is not None:
-            # Keep the old receive index working briefly: packets sealed before the rekey are in flight.
-            self._nursery.start_soon(self._retire, old) if self._nursery else old.close()
+        peer = self._sessions[key]
+        out = peer.established(result, now, time.time())
+        session = peer.current if result.initiator else peer.next
+        assert session is not None and session.local_index == result.local_index
+        tun = _Tunnel(session, self.window_bits)
+        self._by_index[session.local_index] = (key, tun)
+        self._forget_dropped(key)
+        self.counters["handshakes_completed"] += 1
+        if self.on_session is not None:
+            self.on_session(
+                SessionKeys(
+                    key, session.local_index, session.remote_index, result.initiator, *tun.fingerprints
+                )
+            )
+        if result.initiator:
+            self._session_ready(key)
+        if out.keepalive:
+            self._send_keepalive(key)
+        return key
+
+    def _session_ready(self, key: str) -> None:
+        """The peer has a new sending session: wake senders and end our handshake attempts."""
         ev = self._ready.get(key)
         if ev is not None:
             ev.set()
-        self.counters["handshakes_completed"] += 1
-        return key
 
-    async def _retire(self, old: _Tunnel) -> None:
-        await trio.sleep(5.0)
-        self._by_index.pop(old.session.local_index, None)
-        old.close()
+    def _forget_dropped(self, key: str) -> None:
+        """Wipe the keys of sessions the rotation let go of (their indexes are freed already)."""
+        live = {id(s) for s in self._sessions[key].sessions()}
+        for index, (k, tun) in list(self._by_index.items()):
+            if k == key and id(tun.session) not in live:
+                del self._by_index[index]
+                tun.close()
+
+    def _send_keepalive(self, key: str) -> None:
+        """An empty data message on the current session: it confirms a new session to its responder."""
+        s = self._sessions[key].sending_session(time.monotonic())
+        if s is None:
+            return
+        try:
+            path = self._choose(key)
+        except GatewayError:
+            self.counters["drop_no_path_for_keepalive"] += 1
+            return
+        tun = self._by_index[s.local_index][1]
+        envelope = tun.send.seal(s.remote_index, b"", msg_type=messages.MessageType.DATA)
+        self._send_on(path, self._builder(key, path).build(envelope))
+        self.counters["keepalives_sent"] += 1
 
     # -- paths --------------------------------------------------------------------------------------
 
@@ -398,7 +568,7 @@ class Gateway:
             elif kind == messages.MessageType.RESPONSE:
                 got = self.handshaker.handle_response(payload, source=source, now=now)
                 if isinstance(got, Accepted):
-                    self._install(_session(got.result, now))
+                    self._install(got.result, now)
             elif kind == messages.MessageType.COOKIE_REPLY:
                 self.handshaker.handle_cookie_reply(payload, now=now)
             elif kind in (messages.MessageType.DATA, MSG_DATAGRAM):
@@ -406,7 +576,7 @@ class Gateway:
             else:
                 self.counters["drop_unknown_message_type"] += 1
         except HandshakeError as e:
-            self.counters[f"drop_handshake_{e.reason}"] += 1
+            self.counters[f"drop_{e.reason.value}"] += 1  # the reason names itself: drop_handshake_replay
 
     def _answer_echo(self, pkt: scion_packet.ScionPacket, underlay: tuple[str, int]) -> None:
         """Echo replies go back on the reversed path to the underlay hop the request came from."""
@@ -428,15 +598,32 @@ class Gateway:
 
     def _on_initiation(self, payload: bytes, source: bytes, now: float, src_ia: IA) -> None:
         got = self.handshaker.handle_initiation(payload, source=source, now=now)
-        key = str(src_ia)
         if isinstance(got, CookieChallenge):
-            reply = got.reply
-        else:
-            if self._install(_session(got.result, now)) is None:
-                self.counters["drop_handshake_unknown_peer"] += 1
-                return
-            assert got.reply is not None
-            reply = got.reply
+            self._reply(str(src_ia), got.reply)
+            return
+        assert self._nursery is not None
+        self._nursery.start_soon(self._answer_initiation, got, self._marks.take_unsynced())
+
+    async def _answer_initiation(self, got: Accepted, marks: list[tuple[bytes, bytes]]) -> None:
+        """Make the initiation's replay mark durable (in a worker thread), then install and answer."""
+        try:
+            for peer_public, ts in marks:
+                await trio.to_thread.run_sync(
+                    self._marks.durable.set_handshake_timestamp, peer_public, ts, limiter=self._store_writer
+                )
+                self._marks.synced(peer_public, ts)
+        except Exception:  # RocksDB raises plain Exception; no answer without a durable mark
+            self.counters["drop_handshake_store_failed"] += 1
+            self.handshaker.index_table.free(got.result.local_index)
+            return
+        key = self._install(got.result, time.monotonic())
+        if key is None:
+            self.counters["drop_handshake_unknown_peer"] += 1
+            return
+        assert got.reply is not None
+        self._reply(key, got.reply)
+
+    def _reply(self, key: str, reply: bytes) -> None:
         try:
             path = self._choose(key)
         except GatewayError:
@@ -450,16 +637,31 @@ class Gateway:
         except aead.EnvelopeError as e:
             self.counters[f"drop_{e.reason_name}"] += 1
             return
-        key = self._by_index.get(receiver)
-        tun = self._tunnels.get(key) if key else None
-        if tun is None or key is None:
+        entry = self._by_index.get(receiver)
+        if entry is None:
             self.counters["drop_unknown_receiver"] += 1
+            return
+        key, tun = entry
+        if not tun.session.can_receive(now):
+            self.counters["drop_session_expired"] += 1
             return
         try:
             _, plaintext = tun.recv.open(payload, receiver=receiver, window=tun.window, msg_type=kind)
         except aead.EnvelopeError as e:
             self.counters[f"drop_{e.reason_name}"] += 1
             return
+        peer = self._sessions[key]
+        confirmed = tun.session is peer.next
+        out = peer.received(tun.session, now, time.time(), keepalive=not plaintext)
+        if confirmed:  # the initiator used the session we answered: it is now our current one
+            self._forget_dropped(key)
+            self._session_ready(key)
+        if out.initiation is not None:
+            self._reply(key, out.initiation)
+        if not plaintext:
+            self.counters["keepalives_received"] += 1
+            return
+        self._account(key, "rx", len(plaintext), self.last_rx)
         if kind == messages.MessageType.DATA:
             self.counters["frames_received"] += 1
             if self.ip_sink is None:
@@ -472,15 +674,3 @@ class Gateway:
             self._inbox_send.send_nowait((self.peers[key].ia, plaintext))
         except trio.WouldBlock:
             self.counters["drop_inbox_full"] += 1
-
-
-def _session(result: HandshakeResult, now: float) -> Session:
-    return Session(
-        peer_public=result.peer_public,
-        local_index=result.local_index,
-        remote_index=result.remote_index,
-        send_key=result.send_key,
-        receive_key=result.receive_key,
-        created=now,
-        initiator=result.initiator,
-    )
