@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "pubkey": "pubkey",
     "router": "router",
     "lab": "lab",
+    "run": "run",
 }
 
 

@@ -658,10 +658,11 @@ class Gateway:
             self._session_ready(key)
         if out.initiation is not None:
             self._reply(key, out.initiation)
+        # Keepalives count too: last_rx is the peer's proof of life for the control status.
+        self._account(key, "rx", len(plaintext), self.last_rx)
         if not plaintext:
             self.counters["keepalives_received"] += 1
             return
-        self._account(key, "rx", len(plaintext), self.last_rx)
         if kind == messages.MessageType.DATA:
             self.counters["frames_received"] += 1
             if self.ip_sink is None:
