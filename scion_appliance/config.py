@@ -277,6 +277,16 @@ def p_ifname(value: Any, ctx: Ctx) -> str:
     return value
 
 
+def p_netns(value: Any, ctx: Ctx) -> str:
+    # As iproute2 accepts them: a file name under /run/netns.
+    ok = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or any(c not in ok for c in value):
+        raise Invalid(describe(value))
+    if value in (".", ".."):
+        raise Invalid(describe(value))
+    return value
+
+
 def p_peer_name(value: Any, ctx: Ctx) -> str:
     # Names appear in URLs of the control API (/v1/peers/{name}/rekey) and in log lines.
     ok = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
@@ -407,6 +417,11 @@ class Tun:
         'an address with prefix length like "10.1.0.1/24"', p_optional(p_interface), None
     )
     mtu: int = setting("an MTU from 576 to 9000", p_int(576, 9000), 1400)
+    netns: str | None = setting(
+        "the name of an existing network namespace for the device (\"\" = the service's own)",
+        p_optional(p_netns),
+        None,
+    )
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -171,6 +172,32 @@ def sd_notify(state: str) -> None:
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.connect(addr)
         s.send(state.encode())
+
+
+CAP_NET_ADMIN = 12
+
+
+def has_cap_net_admin() -> bool:
+    """True if this process holds CAP_NET_ADMIN (root, or systemd's AmbientCapabilities=CAP_NET_ADMIN)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
+
+
+def tun_unavailable() -> str | None:
+    """Why a TUN device cannot be created here (one line), or None. A capability suffices: the
+    service user need not be root."""
+    from scion_appliance import tun as tun_mod
+
+    if not os.path.exists(tun_mod.TUN_PATH):
+        return tun_mod.unavailable_reason() or f"{tun_mod.TUN_PATH} is missing"
+    if not has_cap_net_admin():
+        return f"creating TUN devices needs CAP_NET_ADMIN: {tun_mod.NEEDS_PRIVILEGE}"
+    return None
 
 
 # Settings a reload cannot change: they shape sockets, devices and files opened at start.
@@ -382,14 +409,14 @@ class Appliance:
             return
         from scion_appliance import tun as tun_mod
 
-        why = tun_mod.unavailable_reason()
+        why = tun_unavailable()
         if why is not None:
             log.warning("tun.skipped", reason=why, device=t.name)  # the datagram API still works
             return
         policy = TrafficPolicy.from_peers(self.cfg.peers, source=str(self.cfg.source))
         routes = [str(n) for ia in policy.remotes for n in policy.prefixes(ia)]
         self._tun_dev = tun_mod.TunDevice.open(
-            t.name, mtu=t.mtu, addresses=[str(t.address)] if t.address else [], routes=routes
+            t.name, netns=t.netns, mtu=t.mtu, addresses=[str(t.address)] if t.address else [], routes=routes
         )
         assert self.backend is not None
         self.backend.interfaces["tun"] = {
@@ -397,6 +424,7 @@ class Appliance:
             "address": str(t.address) if t.address else None,
             "mtu": t.mtu,
             "up": True,
+            "netns": t.netns,
         }
         self._routes = set(routes)
         nursery.start_soon(self._run_tunnel, policy)

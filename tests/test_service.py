@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +25,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from scion_appliance import netns
 from scion_appliance.lab import Lab, running_lab
 from scion_appliance.state import StateStore
 from scion_appliance.tunnel import keys
@@ -71,9 +72,9 @@ class Node:
     private: bytes
     peer_public: bytes
     lab: Lab
+    port: int = PORT
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
-    log_lines_seen: int = field(default=0)
 
     @property
     def config(self) -> Path:
@@ -91,7 +92,7 @@ class Node:
     def public_b64(self) -> str:
         return keys.encode_key(keys.public_key(self.private))
 
-    def write_config(self, extra_paths: str = "", peer_extra: str = "") -> None:
+    def write_config(self, extra_paths: str = "", extra: str = "") -> None:
         self.config.write_text(
             f"""
 [identity]
@@ -105,7 +106,7 @@ dir = "state"
 socket = "{self.socket}"
 
 [underlay]
-port = {PORT}
+port = {self.port}
 
 [paths]
 catalogue = "{self.lab.directory}/paths.json"
@@ -117,7 +118,8 @@ isd_as = "{self.peer_ia}"
 public_key = "{keys.encode_key(self.peer_public)}"
 keepalive_s = {KEEPALIVE_S}
 remote_prefixes = ["{"198.51.100.0/24" if self.peer_ia == B else "203.0.113.0/24"}"]
-{peer_extra}
+
+{extra}
 """
         )
 
@@ -423,6 +425,78 @@ def test_sighup_reloads_policy_without_dropping_the_session(pair: tuple[Node, No
     a.proc.send_signal(signal.SIGHUP)
     wait_until("the second reload", lambda: len(a.events("config.reloaded")) == 2, timeout=5)
     del b
+
+
+# -- TUN mode -------------------------------------------------------------------------------------------
+
+ECHO_SERVER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.1", 7000))
+s.settimeout(20)
+print("ready", flush=True)
+while True:
+    data, addr = s.recvfrom(4096)
+    s.sendto(data, addr)
+"""
+
+ECHO_CLIENT = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("203.0.113.1", 0))
+s.settimeout(2)
+good = 0
+for i in range(50):
+    msg = b"%d-" % i + bytes(range(256)) * 4
+    s.sendto(msg, ("198.51.100.1", 7000))
+    try:
+        data, _ = s.recvfrom(4096)
+        good += data == msg
+    except socket.timeout:
+        pass
+print(good)
+"""
+
+
+@pytest.mark.netns
+def test_tun_mode_carries_ip_between_namespaces(pair: tuple[Node, Node], requires_root_netns: None) -> None:
+    """Two more appliances with TUN devices in namespaces of their own (``[tun] netns``): UDP from a
+    host behind A to one behind B and back, through both appliances and the lab's routers."""
+    lab = pair[0].lab
+    base = pair[0].dir.parent / "tun"
+    ka, kb = keys.generate_private_key(), keys.generate_private_key()
+    with netns.scratch("sa-svca") as nsa, netns.scratch("sa-svcb") as nsb:
+        a = Node(A, B, base / "a", ka, keys.public_key(kb), lab, port=PORT + 1)
+        b = Node(B, A, base / "b", kb, keys.public_key(ka), lab, port=PORT + 1)
+        for n, ns, addr in ((a, nsa, "203.0.113.1/24"), (b, nsb, "198.51.100.1/24")):
+            n.dir.mkdir(parents=True)
+            keys.write_private_key(n.dir / "private.key", n.private)
+            n.write_config(extra=f'[tun]\nname = "sa-tun0"\nnetns = "{ns}"\naddress = "{addr}"\nmtu = 1400\n')
+            n.start()
+        server = None
+        try:
+            for n in (a, b):
+                wait_until(f"{n.ia} (TUN) healthy", lambda n=n: healthy(n), timeout=15)  # type: ignore[misc]
+            tun = a.status()["interfaces"]["tun"]
+            assert tun == {
+                "name": "sa-tun0",
+                "address": "203.0.113.1/24",
+                "mtu": 1400,
+                "up": True,
+                "netns": nsa,
+            }
+            server = netns.popen(nsb, [sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            before = a.status()["peers"][0]["transfer"]["tx_packets"]
+            done = netns.run(nsa, [sys.executable, "-c", ECHO_CLIENT], timeout=60)
+            assert done.stdout.strip() == "50", done.stdout + done.stderr
+            assert a.status()["peers"][0]["transfer"]["tx_packets"] - before >= 50
+        finally:
+            if server is not None:
+                server.kill()
+                server.wait(5)
+            for n in (a, b):
+                assert n.stop() == 0
 
 
 # -- degraded, stopped --------------------------------------------------------------------------------
