@@ -36,6 +36,7 @@ from scion_appliance.scion import packet as scion_packet
 from scion_appliance.scion.addr import IA, HostAddr
 from scion_appliance.scion.builder import UdpPacketBuilder
 from scion_appliance.scion.errors import ScionParseError
+from scion_appliance.scion.l4 import UdpDatagram
 from scion_appliance.scion.path import EmptyPath, ScionPath
 from scion_appliance.scion.scmp import ECHO_REQUEST, Echo
 from scion_appliance.tunnel import messages
@@ -383,7 +384,8 @@ class Gateway:
             try:
                 path = self._choose(key)
             except GatewayError:
-                await trio.sleep(delay)
+                with trio.move_on_after(delay):  # the peer's own initiation may still get us a session
+                    await event.wait()
                 continue
             msg = self.handshaker.create_initiation(
                 peer.public_key, now=time.monotonic(), wall_time=time.time()
@@ -564,7 +566,7 @@ class Gateway:
         kind = payload[0]
         try:
             if kind == messages.MessageType.INITIATION:
-                self._on_initiation(payload, source, now, src_ia)
+                self._on_initiation(payload, source, now, src_ia, (raw, rec, underlay))
             elif kind == messages.MessageType.RESPONSE:
                 got = self.handshaker.handle_response(payload, source=source, now=now)
                 if isinstance(got, Accepted):
@@ -596,15 +598,27 @@ class Gateway:
         except BlockingIOError:
             self.counters["drop_send_would_block"] += 1
 
-    def _on_initiation(self, payload: bytes, source: bytes, now: float, src_ia: IA) -> None:
+    def _on_initiation(
+        self,
+        payload: bytes,
+        source: bytes,
+        now: float,
+        src_ia: IA,
+        arrival: tuple[bytes, dict[str, Any], tuple[str, int]],
+    ) -> None:
         got = self.handshaker.handle_initiation(payload, source=source, now=now)
         if isinstance(got, CookieChallenge):
-            self._reply(str(src_ia), got.reply)
+            self._reply_back(str(src_ia), got.reply, arrival)
             return
         assert self._nursery is not None
-        self._nursery.start_soon(self._answer_initiation, got, self._marks.take_unsynced())
+        self._nursery.start_soon(self._answer_initiation, got, self._marks.take_unsynced(), arrival)
 
-    async def _answer_initiation(self, got: Accepted, marks: list[tuple[bytes, bytes]]) -> None:
+    async def _answer_initiation(
+        self,
+        got: Accepted,
+        marks: list[tuple[bytes, bytes]],
+        arrival: tuple[bytes, dict[str, Any], tuple[str, int]],
+    ) -> None:
         """Make the initiation's replay mark durable (in a worker thread), then install and answer."""
         try:
             for peer_public, ts in marks:
@@ -621,7 +635,30 @@ class Gateway:
             self.counters["drop_handshake_unknown_peer"] += 1
             return
         assert got.reply is not None
-        self._reply(key, got.reply)
+        self._reply_back(key, got.reply, arrival)
+
+    def _reply_back(
+        self, key: str, msg: bytes, arrival: tuple[bytes, dict[str, Any], tuple[str, int]]
+    ) -> None:
+        """A handshake answer goes back the way the message came (reversed path, to the underlay hop it
+        came from), as an echo reply does: that path just worked, whatever our probes think of it (after
+        the peer restarts, our probes may still call every path down)."""
+        raw, rec, underlay = arrival
+        try:
+            pkt = scion_packet.from_record(raw, rec)
+        except ScionParseError:
+            self._reply(key, msg)
+            return
+        assert isinstance(pkt.l4, UdpDatagram) and self._sock is not None
+        path = pkt.path.reverse() if isinstance(pkt.path, ScionPath) else pkt.path
+        builder = UdpPacketBuilder(
+            self.ia, self.host, self.port, pkt.src_ia, pkt.src_host, pkt.l4.src_port, path
+        )
+        try:
+            self._sock.sendto(builder.build(msg), underlay)
+            self.counters["handshake_replies_sent"] += 1
+        except BlockingIOError:
+            self.counters["drop_send_would_block"] += 1
 
     def _reply(self, key: str, reply: bytes) -> None:
         try:
