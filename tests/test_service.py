@@ -75,6 +75,7 @@ class Node:
     port: int = PORT
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    notify: socket.socket | None = None  # systemd's NOTIFY_SOCKET, played by the test
 
     @property
     def config(self) -> Path:
@@ -125,6 +126,8 @@ remote_prefixes = ["{"198.51.100.0/24" if self.peer_ia == B else "203.0.113.0/24
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if self.notify is not None:
+            env["NOTIFY_SOCKET"] = self.notify.getsockname()
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "scion_appliance", "run", "--config", str(self.config)],
@@ -134,6 +137,16 @@ remote_prefixes = ["{"198.51.100.0/24" if self.peer_ia == B else "203.0.113.0/24
                 env=env,
             )
         self.starts += 1
+
+    def notifications(self) -> list[str]:
+        """What the daemon told systemd since the last call."""
+        assert self.notify is not None
+        out = []
+        while True:
+            try:
+                out.append(self.notify.recv(4096).decode())
+            except BlockingIOError:
+                return out
 
     def http(self) -> httpx.Client:
         return httpx.Client(
@@ -177,6 +190,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]
         ka, kb = keys.generate_private_key(), keys.generate_private_key()
         a = Node(A, B, base / "a", ka, keys.public_key(kb), lab)
         b = Node(B, A, base / "b", kb, keys.public_key(ka), lab)
+        a.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        a.notify.bind(str(base / "notify.sock"))
+        a.notify.setblocking(False)
         for n in (a, b):
             n.dir.mkdir()
             keys.write_private_key(n.dir / "private.key", n.private)  # as `scion-appliance keygen` does
@@ -264,6 +280,7 @@ def test_status_summary_and_json(pair: tuple[Node, Node]) -> None:
     assert doc["peers"][0]["state"] == "up" and doc["sessions"] == {"active": 1}
     assert doc["counters"]["handshakes"] >= 1 and doc["counters"]["failovers"] >= 0
     check_status_document(b.status(), b)
+    assert a.notifications() == ["READY=1"]  # Type=notify: sent once the control socket answers
 
 
 def test_paths_and_peers_commands(pair: tuple[Node, Node]) -> None:
@@ -415,6 +432,7 @@ def test_sighup_reloads_policy_without_dropping_the_session(pair: tuple[Node, No
     assert after["counters"]["handshakes"] == handshakes  # the session stayed
     assert after["peers"][0]["latest_handshake_age_s"] >= age
     assert after["state"] == "healthy"
+    assert a.notifications() == ["RELOADING=1", "READY=1"]
 
     a.config.write_text("[identity\nbroken")  # a bad file on reload: logged, nothing changes
     a.proc.send_signal(signal.SIGHUP)
@@ -554,8 +572,41 @@ def test_sigterm_then_status_exits_3(pair: tuple[Node, Node]) -> None:
     for n in (a, b):
         assert n.stop() == 0
         assert not n.socket.exists()  # removed on the way out
+    assert a.notifications()[-1] == "STOPPING=1"
+    for n in (a, b):
         r = cli("status", "--socket", str(n.socket))
         assert r.returncode == 3 and "not reachable" in r.stderr
+
+
+def test_embedded_router_forwards_for_its_as(pair: tuple[Node, Node]) -> None:
+    """``[router]``: the appliance runs its AS's border router in its own nursery. The lab's router
+    process for A is stopped; probes to B only get through if the appliance's router forwards them."""
+    a0, _ = pair
+    lab = a0.lab
+    info = lab.ases[A]
+    os.kill(info["router_pid"], signal.SIGTERM)
+    wait_until("the lab's router of A to stop", lambda: not lab.running()[A], timeout=5)
+    node = Node(A, B, a0.dir.parent / "router", a0.private, a0.peer_public, lab, port=PORT + 2)
+    node.dir.mkdir()
+    keys.write_private_key(node.dir / "private.key", node.private)
+    node.write_config(extra=f'[router]\ntopology = "{info["topology"]}"\nkeys_dir = "{info["keys"]}"\n')
+    node.start()
+    try:
+        doc = wait_until(
+            "every path to B answering through the embedded router",
+            lambda: (
+                (d := node.status())["paths"][B]["paths"]
+                and all(p["state"] == "up" and p["rtt_s"] for p in d["paths"][B]["paths"])
+                and d
+            ),
+            timeout=10,
+        )
+        router = doc["interfaces"]["router"]
+        assert router["isd_as"] == A
+        assert [(i["id"], i["state"]) for i in router["interfaces"]] == [(41, "up"), (42, "up"), (43, "up")]
+        assert doc["peers"][0]["state"] != "up"  # B's appliance is stopped: only the routers answer
+    finally:
+        assert node.stop() == 0
 
 
 def test_run_refuses_a_config_without_paths(tmp_path: Path) -> None:
