@@ -5,6 +5,14 @@ Rules kept here:
 - Sessions come only from a fresh Noise IK handshake (``tunnel.handshake``); keys live in libsodium
   guarded memory (``_fast.aead.AeadKey``) and are wiped when replaced. Every received data message is
   replay-checked before it is opened and committed to the window only after it authenticates.
+- Key rotation per peer is ``tunnel.peer``'s (current, previous, next): a responder sends on a new
+  session only once the initiator used it (the initiator confirms at once with a keepalive, an empty
+  data message, which is never delivered); a data message opens only with the session its receiver
+  index names, so packets in flight on the previous session still arrive.
+- Handshake replay marks: the Handshaker runs on the trio loop; the accepted initiation's mark is written
+  to the durable store (``state.StateStore``, a synced write) in a worker thread, and only then is the
+  session installed and the response sent, back on the reverse of the path the initiation came on.
+  So no response is ever seen for an initiation whose mark a crash could lose.
 - The path for each send is the selector's decision over the probed candidates: a path known down is
   never used. SCMP interface-down notices and lost probes move traffic at once.
 - Drops are counted by reason in ``counters``; nothing is dropped silently.
