@@ -14,7 +14,15 @@ Rules kept here:
   session installed and the response sent, back on the reverse of the path the initiation came on.
   So no response is ever seen for an initiation whose mark a crash could lose.
 - The path for each send is the selector's decision over the probed candidates: a path known down is
-  never used. SCMP interface-down notices and lost probes move traffic at once.
+  never used. SCMP interface-down notices and lost probes move traffic at once. The decision is reused
+  for RESELECT_INTERVAL, but never once its path is down or suspect.
+- Failover from the data itself: every authenticated data message (types 4, 5) is answered by a sealed
+  acknowledgement (type 6, ``MSG_ACK``; layout and rate in ``paths.acks``), at most one per
+  ACK_INTERVAL per (peer, arrival path), on the reverse of the path it came on. The sender maps the
+  acked counter back to the path it chose (``SendLog``) and feeds that path's quality: liveness, data
+  RTT, data loss. A path whose data goes unanswered past its liveness timeout is suspect and traffic
+  moves. Before acting on a suspicion the socket is drained once, so a stalled loop is not mistaken
+  for a dead path.
 - Drops are counted by reason in ``counters``; nothing is dropped silently.
 """
 
@@ -28,7 +36,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -36,6 +44,7 @@ import trio
 
 from scion_appliance._fast import aead, codec, udpio
 from scion_appliance._fast.replay import ReplayWindow
+from scion_appliance.paths.acks import ACK_INTERVAL, AckError, AckResponder, SendLog, decode_ack
 from scion_appliance.paths.prober import Prober
 from scion_appliance.paths.quality import QualityConfig
 from scion_appliance.paths.selection import Candidate, PathSelector, SelectionPolicy
@@ -64,6 +73,8 @@ from scion_appliance.tunnel.session import Session
 STRIDE = 2048
 BATCH = 64
 MSG_DATAGRAM = 5  # envelope type for application datagrams (type 4 carries SIG frames of IP packets)
+MSG_ACK = 6  # sealed acknowledgement of data (``paths.acks``)
+RESELECT_INTERVAL = 0.02  # a path decision is reused this long (seconds) unless its path turns bad
 HANDSHAKE_TIMEOUT = 5.0
 
 
@@ -181,7 +192,16 @@ class Gateway:
         self.handshaker = Handshaker(
             private_key, [PeerConfig(p.public_key, p.psk) for p in peers], self._marks
         )
-        self.prober = Prober(ia, host, port, probe_interval, quality)
+        q = quality or QualityConfig()
+        # Our peers ack data (paths.acks): an answer may lag by up to one ack interval.
+        q = replace(q, answer_delay=max(q.answer_delay, ACK_INTERVAL))
+        self.prober = Prober(ia, host, port, probe_interval, q)
+        self._acks = AckResponder()
+        self._send_log = SendLog()
+        self._ack_routes: dict[tuple[str, bytes, tuple[str, int]], UdpPacketBuilder] = {}
+        self._chosen: dict[str, tuple[float, PathInfo]] = {}  # peer ia -> (decided at, path)
+        self._rx_drain: _RxBatch | None = None
+        self._draining = False
         self.selector = PathSelector(policy or SelectionPolicy())
         self.counters: Counter[str] = Counter()
         # Key rotation per peer (current, previous, next: ``tunnel.peer``); the keys of each session are in
@@ -251,7 +271,11 @@ class Gateway:
         counter = tun.send.send_counter
         envelope = tun.send.seal(tun.session.remote_index, payload, msg_type=msg_type)
         self._send_on(path, self._builder(key, path).build(envelope))
-        self.prober.quality[path.id].data_sent(time.monotonic()) if path.id in self.prober.quality else None
+        now = time.monotonic()
+        self._send_log.record(tun.session.local_index, counter, path.id, now)
+        q = self.prober.quality.get(path.id)
+        if q is not None:
+            q.data_sent(now)
         self.counters["datagrams_sent"] += 1
         self._account(key, "tx", len(payload), self.last_tx)
         return {
@@ -462,11 +486,21 @@ class Gateway:
     # -- paths --------------------------------------------------------------------------------------
 
     def _refresh_paths(self) -> None:
+        self._chosen.clear()
         for key, peer in self.peers.items():
             self.prober.set_paths(peer.ia, peer.probe_host, self.path_source.paths(key))
 
     def _choose(self, key: str) -> PathInfo:
         now = time.monotonic()
+        hit = self._chosen.get(key)
+        if hit is not None:
+            q = self.prober.quality.get(hit[1].id)
+            if q is not None and not q.is_down:
+                if not q.suspect(now):
+                    if now - hit[0] < RESELECT_INTERVAL:
+                        return hit[1]
+                elif self._drain_receive():
+                    now = time.monotonic()  # acks that were waiting in the socket may clear the suspicion
         cands = [
             Candidate(p, self.prober.quality[p.id].snapshot(now))
             for p in self.path_source.paths(key)
@@ -487,7 +521,12 @@ class Gateway:
                 self.counters["failovers"] += 1
         self.last_decision[key] = decision.reason
         if decision.path is None:
+            self._chosen.pop(key, None)
             raise GatewayError(f"no usable path to {key}: {decision.reason}")
+        if decision.exploring or self.selector.policy.exploration_probability > 0:
+            self._chosen.pop(key, None)  # every batch draws again
+        else:
+            self._chosen[key] = (now, decision.path)
         return decision.path
 
     def _builder(self, key: str, path: PathInfo) -> UdpPacketBuilder:
@@ -527,26 +566,51 @@ class Gateway:
 
     async def _receive_loop(self) -> None:
         assert self._sock is not None
-        fd = self._sock.fileno()
-        buf = bytearray(STRIDE * BATCH)
-        lengths = array.array("I", bytes(4 * BATCH))
-        addrs = udpio.new_addrs(BATCH)
-        recs = codec.ScionRecords(BATCH)
+        rx = _RxBatch()
         while True:
             await trio.lowlevel.wait_readable(self._sock)
-            n = udpio.recv_batch(fd, buf, STRIDE, lengths, addrs, BATCH)
-            if n <= 0:
+            self._receive_batch(rx)
+
+    def _receive_batch(self, rx: _RxBatch) -> int:
+        """Receive and handle one batch if any is waiting (never blocks); returns its size."""
+        assert self._sock is not None
+        buf, lengths, addrs, recs = rx.buf, rx.lengths, rx.addrs, rx.recs
+        n = udpio.recv_batch(self._sock.fileno(), buf, STRIDE, lengths, addrs, BATCH)
+        if n <= 0:
+            return 0
+        recs.parse_batch(buf, STRIDE, lengths, n)
+        now = time.monotonic()
+        for i in range(n):
+            status = recs.status(i)
+            if status:
+                self.counters[f"drop_{codec.REASONS[status]}"] += 1
                 continue
-            recs.parse_batch(buf, STRIDE, lengths, n)
-            now = time.monotonic()
-            for i in range(n):
-                status = recs.status(i)
-                if status:
-                    self.counters[f"drop_{codec.REASONS[status]}"] += 1
-                    continue
-                raw = bytes(buf[i * STRIDE : i * STRIDE + lengths[i]])
-                rec = recs.get(i)
-                self._handle(raw, rec, udpio.addr_bytes(addrs, i), udpio.addr_get(addrs, i), now)
+            raw = bytes(buf[i * STRIDE : i * STRIDE + lengths[i]])
+            rec = recs.get(i)
+            self._handle(raw, rec, udpio.addr_bytes(addrs, i), udpio.addr_get(addrs, i), now)
+        return n
+
+    def _drain_receive(self) -> bool:
+        """Handle what waits in the socket now (a few batches at most); True if anything did.
+
+        Runs from inside sends and decisions, so it has its own buffers and never nests."""
+        if self._draining or self._sock is None:
+            return False
+        if self._rx_drain is None:
+            self._rx_drain = _RxBatch()
+        self._draining = True
+        try:
+            got = 0
+            for _ in range(4):
+                n = self._receive_batch(self._rx_drain)
+                got += n
+                if n < BATCH:
+                    break
+        finally:
+            self._draining = False
+        if got:
+            self.counters["drained_on_suspicion"] += 1
+        return got > 0
 
     def _handle(
         self, raw: bytes, rec: dict[str, Any], source: bytes, underlay: tuple[str, int], now: float
@@ -581,8 +645,8 @@ class Gateway:
                     self._install(got.result, now)
             elif kind == messages.MessageType.COOKIE_REPLY:
                 self.handshaker.handle_cookie_reply(payload, now=now)
-            elif kind in (messages.MessageType.DATA, MSG_DATAGRAM):
-                self._on_data(payload, kind, src_ia, now)
+            elif kind in (messages.MessageType.DATA, MSG_DATAGRAM, MSG_ACK):
+                self._on_data(payload, kind, src_ia, now, (raw, rec, underlay))
             else:
                 self.counters["drop_unknown_message_type"] += 1
         except HandshakeError as e:
@@ -676,7 +740,16 @@ class Gateway:
             return
         self._send_on(path, self._builder(key, path).build(reply))
 
-    def _on_data(self, payload: bytes, kind: int, src_ia: IA, now: float) -> None:
+    def _on_data(
+        self,
+        payload: bytes,
+        kind: int,
+        src_ia: IA,
+        now: float,
+        arrival: tuple[bytes, dict[str, Any], tuple[str, int]] | None = None,
+    ) -> None:
+        """An authenticated data message or ack; ``arrival`` (packet, record, underlay source) is where
+        the ack for it goes."""
         try:
             _, receiver, _ = aead.parse_header(payload)
         except aead.EnvelopeError as e:
@@ -691,13 +764,13 @@ class Gateway:
             self.counters["drop_session_expired"] += 1
             return
         try:
-            _, plaintext = tun.recv.open(payload, receiver=receiver, window=tun.window, msg_type=kind)
+            counter, plaintext = tun.recv.open(payload, receiver=receiver, window=tun.window, msg_type=kind)
         except aead.EnvelopeError as e:
             self.counters[f"drop_{e.reason_name}"] += 1
             return
         peer = self._sessions[key]
         confirmed = tun.session is peer.next
-        out = peer.received(tun.session, now, time.time(), keepalive=not plaintext)
+        out = peer.received(tun.session, now, time.time(), keepalive=not plaintext or kind == MSG_ACK)
         if confirmed:  # the initiator used the session we answered: it is now our current one
             self._forget_dropped(key)
             self._session_ready(key)
@@ -708,6 +781,11 @@ class Gateway:
         if not plaintext:
             self.counters["keepalives_received"] += 1
             return
+        if kind == MSG_ACK:
+            self._on_ack(tun, plaintext, now)
+            return
+        if arrival is not None:
+            self._send_ack(key, tun, counter, arrival, now)
         if kind == messages.MessageType.DATA:
             self.counters["frames_received"] += 1
             if self.ip_sink is None:
@@ -720,3 +798,66 @@ class Gateway:
             self._inbox_send.send_nowait((self.peers[key].ia, plaintext))
         except trio.WouldBlock:
             self.counters["drop_inbox_full"] += 1
+
+    # -- acknowledgements (paths.acks) ----------------------------------------------------------------
+
+    def _send_ack(
+        self,
+        key: str,
+        tun: _Tunnel,
+        counter: int,
+        arrival: tuple[bytes, dict[str, Any], tuple[str, int]],
+        now: float,
+    ) -> None:
+        raw, rec, underlay = arrival
+        route = (key, raw[rec["path_off"] : rec["path_off"] + rec["path_len"]], underlay)
+        plain = self._acks.on_data(route, counter, now)
+        if plain is None or self._sock is None:
+            return
+        builder = self._ack_routes.get(route)
+        if builder is None:
+            try:
+                pkt = scion_packet.from_record(raw, rec)
+            except ScionParseError:
+                self.counters["drop_ack_unroutable"] += 1
+                return
+            if not isinstance(pkt.l4, UdpDatagram):
+                return
+            path = pkt.path.reverse() if isinstance(pkt.path, ScionPath) else pkt.path
+            builder = UdpPacketBuilder(
+                self.ia, self.host, self.port, pkt.src_ia, pkt.src_host, pkt.l4.src_port, path
+            )
+            if len(self._ack_routes) >= 1024:
+                self._ack_routes.clear()
+            self._ack_routes[route] = builder
+        envelope = tun.send.seal(tun.session.remote_index, plain, msg_type=MSG_ACK)
+        try:
+            self._sock.sendto(builder.build(envelope), underlay)
+            self.counters["acks_sent"] += 1
+        except BlockingIOError:
+            self.counters["drop_send_would_block"] += 1
+
+    def _on_ack(self, tun: _Tunnel, plaintext: bytes, now: float) -> None:
+        try:
+            counter, received = decode_ack(plaintext)
+        except AckError:
+            self.counters["drop_bad_ack"] += 1
+            return
+        self.counters["acks_received"] += 1
+        sent = self._send_log.lookup(tun.session.local_index, counter)
+        if sent is None:
+            self.counters["acks_unmatched"] += 1
+            return
+        q = self.prober.quality.get(sent.path_id)
+        if q is not None:
+            q.data_acked(now, sent.seq, received, now - sent.at)
+
+
+class _RxBatch:
+    """Buffers for one receive batch: slots, lengths, source addresses, parsed records."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(STRIDE * BATCH)
+        self.lengths = array.array("I", bytes(4 * BATCH))
+        self.addrs = udpio.new_addrs(BATCH)
+        self.recs = codec.ScionRecords(BATCH)

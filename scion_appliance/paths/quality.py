@@ -11,14 +11,23 @@ Rules kept here:
   selector compares, ``rtt``, is the larger of EWMA and recent: a path that got worse shows it after
   two samples, one that got better must prove it for longer (asymmetry against flapping).
 - Jitter as RFC 3550 section 6.4.1: J += (|D| - J) / 16 with D the difference of successive RTTs.
-- Loss: the share of lost probes among the last ``loss_window`` probe outcomes.
+- Loss: the share of lost probes among the last ``loss_window`` probe outcomes, or the data loss when
+  that is higher. Data loss comes from acknowledgements (``paths.acks``): the messages sent on the path
+  against the far end's running count of those it received, over the last ``data_window`` seconds,
+  once at least ``data_loss_min_sent`` were sent in it (so an idle path falls back to its probes).
+- Data RTT: the median of the last ``data_rtt_samples`` acked round trips of the last ``data_window``
+  seconds. It is kept apart from the probe RTT (data also crosses the far gateway, so the two are not
+  comparable between paths); selection uses it to see a path slowing down before its probes do.
 - State: DOWN after ``down_after_lost`` consecutive lost probes, or at once on an SCMP
   external-interface-down / internal-connectivity-down notice for the path; back from DOWN only after
   ``up_after_answers`` consecutive answers. Otherwise DEGRADED while the last probe was lost, loss
   exceeds ``degraded_loss``, or the path is suspect; else UP.
-- Data-plane liveness: a path that carried data and got nothing back (no data, no probe reply) for
-  ``liveness_timeout`` seconds since the first such send is *suspect*. The timeout must exceed the
-  probe interval plus the RTT, or an idle return direction makes healthy paths suspect.
+- Data-plane liveness: a path that carried data and got nothing back (no ack, no probe reply) for its
+  liveness timeout since the first such send is *suspect*. The timeout adapts to the path: the data
+  round trip as acks measure it (probes until then), RFC 6298 style SRTT + 4 RTTVAR, plus
+  ``answer_delay`` (how long the far end may hold its answer back: its ack interval), never below
+  ``liveness_timeout``. It relies on the far end answering data (acks); without them the floor must
+  exceed the probe interval plus the RTT, or an idle return direction makes healthy paths suspect.
 - Bounded memory: fixed windows, at most ``max_outstanding`` probes in flight per path.
 """
 
@@ -56,13 +65,24 @@ class QualityConfig:
     probe_timeout_initial: float = 1.0
     probe_timeout_min: float = 0.05
     probe_timeout_max: float = 2.0
-    liveness_timeout: float = 0.25
+    liveness_timeout: float = 0.05  # floor of the adaptive liveness timeout
+    answer_delay: float = 0.0
+    data_window: float = 0.5
+    data_loss_min_sent: int = 16
+    data_rtt_samples: int = 5
     max_outstanding: int = 64
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ewma_alpha <= 1.0:
             raise ValueError(f"ewma_alpha {self.ewma_alpha} must be in (0, 1]")
-        for name in ("rtt_window", "recent_samples", "loss_window", "down_after_lost", "up_after_answers"):
+        for name in (
+            "rtt_window",
+            "recent_samples",
+            "loss_window",
+            "down_after_lost",
+            "up_after_answers",
+            "data_rtt_samples",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not 0.0 <= self.degraded_loss < 1.0:
@@ -71,6 +91,8 @@ class QualityConfig:
             raise ValueError("probe timeouts need 0 < probe_timeout_min <= probe_timeout_max")
         if self.liveness_timeout <= 0.0:
             raise ValueError("liveness_timeout must be positive")
+        if self.answer_delay < 0.0 or self.data_window <= 0.0 or self.data_loss_min_sent < 1:
+            raise ValueError("answer_delay >= 0, data_window > 0 and data_loss_min_sent >= 1 needed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +106,7 @@ class QualitySnapshot:
     rtt_recent: float | None
     rtt_p95: float | None
     jitter: float
-    loss: float
+    loss: float  # the larger of probe loss and data loss: what selection judges
     samples: int
     probes_sent: int
     probes_lost: int
@@ -92,6 +114,10 @@ class QualitySnapshot:
     suspect: bool
     consecutive_lost: int
     consecutive_answers: int
+    data_loss: float | None = None  # from acknowledgements; None without enough recent data
+    proven_at: float | None = None  # send time of the latest completed round trip (probe or acked data)
+    data_rtt: float | None = None  # recent acked data round trips (median); None without recent acks
+    probe_loss: float = 0.0
 
     @property
     def measured(self) -> bool:
@@ -128,10 +154,19 @@ class PathQuality:
         self.consecutive_answers = 0
         self.probes_lost_run = 0  # length of the loss run that took the path down
         self.last_seen: float | None = None
+        # When the latest round trip known to have completed began (an answered probe, acked data):
+        # the path delivered at least until then.
+        self.proven_at: float | None = None
         self._srtt: float | None = None  # RFC 6298 smoothed RTT, for the probe timeout only
         self._down = False
         self._down_reason = ""  # set with _down; empty when the cause is lost probes
         self._unanswered_since: float | None = None  # first data send since the last thing received
+        self._ack_srtt: float | None = None  # data round trip as acks measure it (RFC 6298)
+        self._ack_rttvar = 0.0
+        self._ack_base: tuple[int, int] | None = None  # (sent seq, far end's received count) of the last ack
+        self._data: deque[tuple[float, int, int]] = deque(maxlen=64)  # (ack time, sent, received) deltas
+        self._ack_rtts: deque[tuple[float, float]] = deque(maxlen=c.data_rtt_samples)  # (ack time, rtt)
+        self.acks = 0
 
     # -- events --------------------------------------------------------------------------------------
 
@@ -153,7 +188,7 @@ class PathQuality:
             self.late_replies += 1
             rtt = max(0.0, now - sent)
             self._update_timeout_estimate(rtt)
-            self._received(now)
+            self._received(now, sent)
             return rtt
         rtt = max(0.0, now - sent)
         self._update_timeout_estimate(rtt)
@@ -171,7 +206,7 @@ class PathQuality:
             self._down = False
             self._down_reason = ""
             self.probes_lost_run = 0
-        self._received(now)
+        self._received(now, sent)
         return rtt
 
     def expire(self, now: float) -> int:
@@ -200,6 +235,31 @@ class PathQuality:
     def data_received(self, now: float) -> None:
         self._received(now)
 
+    def data_acked(self, now: float, sent_seq: int, received: int, rtt: float | None = None) -> None:
+        """The far end acknowledged a data message sent on this path: ``sent_seq`` is our running count
+        of messages sent on the path up to that one, ``received`` the far end's running count (mod 2^32)
+        of those it got, ``rtt`` the message's round trip."""
+        self.acks += 1
+        self._received(now, now - rtt if rtt is not None and rtt >= 0.0 else None)
+        if rtt is not None and rtt >= 0.0:
+            self._ack_rtts.append((now, rtt))
+            if self._ack_srtt is None:
+                self._ack_srtt, self._ack_rttvar = rtt, rtt / 2
+            else:
+                self._ack_rttvar = 0.75 * self._ack_rttvar + 0.25 * abs(self._ack_srtt - rtt)
+                self._ack_srtt = 0.875 * self._ack_srtt + 0.125 * rtt
+        base = self._ack_base
+        if base is not None:
+            d_sent = sent_seq - base[0]
+            if d_sent <= 0:
+                return  # an older ack overtaken by a newer one: nothing new
+            d_recv = (received - base[1]) & 0xFFFFFFFF
+            # A little more received than sent is reordering across the ack; much more is a restarted
+            # count on the far end (a forgotten path): start over from this ack.
+            if d_recv <= d_sent + 64:
+                self._data.append((now, d_sent, d_recv))
+        self._ack_base = (sent_seq, received)
+
     # -- derived values ------------------------------------------------------------------------------
 
     def probe_timeout(self) -> float:
@@ -209,9 +269,42 @@ class PathQuality:
 
     @property
     def loss(self) -> float:
+        """Probe loss over the probe window (``data_loss`` is the other half of what ``snapshot`` says)."""
         if not self._outcomes:
             return 0.0
         return self._outcomes.count(False) / len(self._outcomes)
+
+    def data_loss(self, now: float) -> float | None:
+        c = self.config
+        sent = received = 0
+        for t, s, r in reversed(self._data):
+            if now - t > c.data_window:
+                break
+            sent += s
+            received += r
+        if sent < c.data_loss_min_sent:
+            return None
+        return min(1.0, max(0.0, 1.0 - received / sent))
+
+    def data_rtt(self, now: float) -> float | None:
+        recent = sorted(r for t, r in self._ack_rtts if now - t <= self.config.data_window)
+        if not recent:
+            return None
+        mid = len(recent) // 2
+        return recent[mid] if len(recent) % 2 else (recent[mid - 1] + recent[mid]) / 2
+
+    def combined_loss(self, now: float) -> float:
+        dl = self.data_loss(now)
+        return self.loss if dl is None else max(self.loss, dl)
+
+    def liveness_timeout(self) -> float:
+        """How long data may go unanswered before the path is suspect (see the module rules)."""
+        c = self.config
+        if self._ack_srtt is None:
+            rto = self.probe_timeout()
+        else:
+            rto = min(max(self._ack_srtt + 4 * self._ack_rttvar, c.probe_timeout_min), c.probe_timeout_max)
+        return max(c.liveness_timeout, rto + c.answer_delay)
 
     @property
     def rtt_recent(self) -> float | None:
@@ -236,9 +329,13 @@ class PathQuality:
             return self.rtt_ewma
         return max(self.rtt_ewma, recent)
 
+    @property
+    def is_down(self) -> bool:
+        return self._down
+
     def suspect(self, now: float) -> bool:
         since = self._unanswered_since
-        return since is not None and now - since >= self.config.liveness_timeout
+        return since is not None and now - since >= self.liveness_timeout()
 
     def state(self, now: float) -> tuple[PathState, str]:
         c = self.config
@@ -253,6 +350,9 @@ class PathQuality:
             return PathState.DEGRADED, f"suspect: data sent, nothing back for {_fmt_ms(silent)}"
         if self.consecutive_lost:
             return PathState.DEGRADED, f"{self.consecutive_lost} probe(s) lost in a row"
+        data_loss = self.data_loss(now)
+        if data_loss is not None and data_loss > c.degraded_loss and data_loss >= self.loss:
+            return PathState.DEGRADED, f"data loss {data_loss:.0%} over the last {c.data_window:g} s"
         loss = self.loss
         if loss > c.degraded_loss:
             return PathState.DEGRADED, f"loss {loss:.0%} over the last {len(self._outcomes)} probes"
@@ -262,6 +362,7 @@ class PathQuality:
 
     def snapshot(self, now: float) -> QualitySnapshot:
         state, reason = self.state(now)
+        data_loss = self.data_loss(now)
         return QualitySnapshot(
             state=state,
             reason=reason,
@@ -270,7 +371,7 @@ class PathQuality:
             rtt_recent=self.rtt_recent,
             rtt_p95=self.rtt_p95,
             jitter=self.jitter,
-            loss=self.loss,
+            loss=self.loss if data_loss is None else max(self.loss, data_loss),
             samples=self.samples,
             probes_sent=self.probes_sent,
             probes_lost=self.probes_lost,
@@ -278,6 +379,10 @@ class PathQuality:
             suspect=self.suspect(now),
             consecutive_lost=self.consecutive_lost,
             consecutive_answers=self.consecutive_answers,
+            data_loss=data_loss,
+            probe_loss=self.loss,
+            proven_at=self.proven_at,
+            data_rtt=self.data_rtt(now),
         )
 
     # -- persistence (the state store keeps one JSON record per path) ------------------------------------
@@ -352,8 +457,10 @@ class PathQuality:
         if self._down and not self._down_reason:
             self.probes_lost_run = max(self.probes_lost_run, self.consecutive_lost)
 
-    def _received(self, now: float) -> None:
+    def _received(self, now: float, sent: float | None = None) -> None:
         self.last_seen = now if self.last_seen is None else max(self.last_seen, now)
+        if sent is not None:
+            self.proven_at = sent if self.proven_at is None else max(self.proven_at, sent)
         self._unanswered_since = None
 
 

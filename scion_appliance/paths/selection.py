@@ -8,11 +8,18 @@ Rules kept here:
   (or excluded) the answer is ``None`` with the reason.
 - Ranking (best first): healthy measured paths; then paths not yet measured; then paths with a
   problem (suspect, loss above ``failover_loss_threshold``, RTT above ``failover_rtt_threshold`` x the
-  lowest healthy RTT). Within a tier: recently failed paths that have not yet proven themselves for
+  lowest healthy RTT, or data slower than its own probes: acked data RTT above
+  ``failover_rtt_threshold`` x the path's probe RTT + ``data_rtt_slack``, which shows a slowdown
+  before the probes do). Within a tier: recently failed paths that have not yet proven themselves for
   their recovery hold come last, paths crossing a preferred AS come first, then the metric (lowest
   RTT by default, or fewest hops), then the path id for determinism.
 - Failover is immediate when the active path is down, withdrawn, excluded, or has a problem while a
-  path without one exists. Any other switch (a better path appeared, a failed path recovered) needs
+  path without one exists. When the active path stopped delivering (down, or suspect: data unanswered)
+  the broken link is often shared by the next paths in the ranking, and their probes have not told yet.
+  So among the paths of the best tier the successor is one with fresh evidence of life (a round trip
+  that began after the failed path's last one that completed), then one sharing the fewest interfaces
+  with the failed path, then the usual ranking; a later voluntary switch (with its hysteresis) moves to the
+  best path once it has proven itself. Any other switch (a better path appeared, a failed path recovered) needs
   both: the new path is better by the margin (``switch_margin`` relative and ``switch_margin_abs``
   seconds, the two added), and the current choice has been held for ``min_dwell`` seconds. A path
   that failed must stay healthy for its recovery hold (``min_dwell`` doubled per failure in a row,
@@ -65,6 +72,8 @@ class SelectionPolicy:
     min_dwell: float = 2.0
     max_recovery_hold: float = 60.0
     spread_paths: int = 1
+    # Data crosses the far gateway (a busy process) too: its RTT may exceed the probes' by this much.
+    data_rtt_slack: float = 0.05
 
     def __post_init__(self) -> None:
         if self.failover_rtt_threshold <= 1.0:
@@ -75,8 +84,10 @@ class SelectionPolicy:
             raise ValueError(f"exploration_probability {self.exploration_probability} must be in [0, 1]")
         if self.min_paths < 1 or self.spread_paths < 1:
             raise ValueError("min_paths and spread_paths must be at least 1")
-        if self.switch_margin < 0 or self.switch_margin_abs < 0 or self.min_dwell < 0:
-            raise ValueError("switch_margin, switch_margin_abs and min_dwell must not be negative")
+        if min(self.switch_margin, self.switch_margin_abs, self.min_dwell, self.data_rtt_slack) < 0:
+            raise ValueError(
+                "switch_margin, switch_margin_abs, min_dwell and data_rtt_slack must not be negative"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +285,7 @@ class PathSelector:
                 why = f"path {remote.active[:8]} withdrawn by the path source; now {ev.describe(best)}"
                 failover = False
             elif current.quality.state is PathState.DOWN:
+                best = _successor(ev, current)
                 why = f"failover: path {current.path.short_id} down ({current.quality.reason}); "
                 why += f"now {best.path.short_id}, {ev.describe(best)}"
                 failover = True
@@ -287,6 +299,8 @@ class PathSelector:
 
         problem = ev.problem(current)
         if problem is not None and ev.tier(best) != TIER_PROBLEM and self._degraded(remote, ev, current):
+            if current.quality.suspect:
+                best = _successor(ev, current)
             why = f"failover: path {current.path.short_id} {problem}; now {best.path.short_id}, "
             why += ev.describe(best)
             return self._commit(remote, ev, best, now, _join(note, why), failover=True)
@@ -313,7 +327,7 @@ class PathSelector:
         (a voluntary switch, under hysteresis)? RTT above the threshold counts as the former only if
         it is also above the threshold relative to the best RTT the path showed while active."""
         q = current.quality
-        if q.suspect or q.loss > self.policy.failover_loss_threshold:
+        if q.suspect or q.loss > self.policy.failover_loss_threshold or _slow_data(q, self.policy):
             return True
         base = remote.chosen_rtt
         return base is None or (q.rtt is not None and q.rtt > self.policy.failover_rtt_threshold * base)
@@ -410,6 +424,7 @@ class _Evaluation:
             if c.quality.rtt is not None
             and not c.quality.suspect
             and c.quality.loss <= policy.failover_loss_threshold
+            and not _slow_data(c.quality, policy)
         ]
         self.min_rtt = min((c.quality.rtt for c in clean if c.quality.rtt is not None), default=None)
         self.min_rtt_preferred = min(
@@ -431,6 +446,10 @@ class _Evaluation:
             return q.reason
         if q.loss > p.failover_loss_threshold:
             return f"loss {q.loss:.0%} above {p.failover_loss_threshold:.0%}"
+        if _slow_data(q, p):
+            return (
+                f"data RTT {_ms(q.data_rtt)} above {p.failover_rtt_threshold:g} x its probe RTT {_ms(q.rtt)}"
+            )
         return None
 
     def problem(self, c: Candidate) -> str | None:
@@ -541,6 +560,33 @@ class _Evaluation:
         if as_best and c.quality.rtt == self.min_rtt:
             return prefix + f"lowest RTT {_ms(c.quality.rtt)}"
         return prefix + f"RTT {_ms(c.quality.rtt)}"
+
+
+def _slow_data(q: QualitySnapshot, p: SelectionPolicy) -> bool:
+    return (
+        q.data_rtt is not None
+        and q.rtt is not None
+        and q.data_rtt > p.failover_rtt_threshold * q.rtt + p.data_rtt_slack
+    )
+
+
+def _successor(ev: _Evaluation, failed: Candidate) -> Candidate:
+    """The path to move to from ``failed``, which stopped delivering (see the module rules)."""
+    pool = [c for c in ev.ranked if c is not failed]
+    if not pool:
+        return ev.ranked[0]
+    top = ev.tier(pool[0])
+    gone = failed.quality.proven_at
+    shared = set(failed.path.interfaces)
+
+    def key(item: tuple[int, Candidate]) -> tuple[object, ...]:
+        rank, c = item
+        proven = c.quality.proven_at
+        fresh = proven is not None and (gone is None or proven > gone)
+        overlap = sum(1 for i in c.path.interfaces if i in shared)
+        return (ev.tier(c) != top, not ev.settled(c), not ev.preferred(c), not fresh, overlap, rank)
+
+    return min(enumerate(pool), key=key)[1]
 
 
 def _find_pinned(pin: str, candidates: Sequence[Candidate]) -> Candidate | None:
