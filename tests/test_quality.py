@@ -68,7 +68,7 @@ def test_score_rtt_reacts_to_a_jump_within_two_samples_but_recovers_slowly() -> 
     answer(q, 102, 3.2, 0.010)
     answer(q, 103, 3.3, 0.010)
     assert q.rtt_recent == pytest.approx(0.010)
-    assert q.rtt == pytest.approx(q.rtt_ewma) and q.rtt > 0.015  # the EWMA still remembers
+    assert q.rtt is not None and q.rtt == pytest.approx(q.rtt_ewma) and q.rtt > 0.015  # the EWMA still remembers
 
 
 def test_loss_is_share_of_lost_probes_over_the_window() -> None:
@@ -241,3 +241,58 @@ def test_statistics_stay_within_the_samples_and_state_is_consistent(events: list
     if run_lost >= 3:
         assert snap.state is PathState.DOWN
     json.dumps(q.export(), allow_nan=False)
+
+
+# --- what acknowledged data tells (paths.acks) --------------------------------------------------------
+
+
+def test_acks_give_the_forward_data_loss_over_the_data_window() -> None:
+    q = PathQuality(QualityConfig(data_window=0.5, data_loss_min_sent=16))
+    q.data_acked(1.0, sent_seq=10, received=10, rtt=0.01)  # the baseline: no sample yet
+    assert q.data_loss(1.0) is None
+    q.data_acked(1.1, sent_seq=20, received=17, rtt=0.01)  # 10 sent, 7 arrived
+    assert q.data_loss(1.1) is None  # fewer than 16 sent in the window: the probes speak for the path
+    q.data_acked(1.2, sent_seq=30, received=24, rtt=0.01)  # 10 sent, 7 arrived
+    assert q.data_loss(1.2) == pytest.approx(0.3)
+    snap = q.snapshot(1.2)
+    assert snap.data_loss == pytest.approx(0.3) and snap.loss == pytest.approx(0.3) and snap.probe_loss == 0.0
+    assert snap.state is PathState.DEGRADED and snap.reason == "data loss 30% over the last 0.5 s"
+    assert q.data_loss(1.75) is None  # samples older than the window are forgotten: no data, no verdict
+    assert q.snapshot(1.75).state is PathState.UP
+
+
+def test_a_lost_ack_costs_no_precision_and_a_restarted_count_is_a_new_baseline() -> None:
+    q = PathQuality(QualityConfig(data_loss_min_sent=1))
+    q.data_acked(0.0, 100, 4_000_000_000, 0.01)
+    q.data_acked(0.3, 120, (4_000_000_000 + 20) % 2**32, 0.01)  # two intervals, count wrapped past 2^32
+    assert q.data_loss(0.3) == 0.0
+    q.data_acked(0.31, 110, 5, 0.01)  # an older ack overtaken: ignored
+    q.data_acked(0.32, 130, 3, 0.01)  # the far end forgot the path (count restarted): new baseline
+    q.data_acked(0.33, 140, 13, 0.01)
+    assert q.data_loss(0.33) == 0.0
+
+
+def test_liveness_timeout_adapts_to_the_acked_round_trip() -> None:
+    c = QualityConfig(liveness_timeout=0.05, answer_delay=0.01, probe_timeout_min=0.01)
+    q = PathQuality(c)
+    assert q.liveness_timeout() == pytest.approx(1.0 + 0.01)  # nothing measured: the initial probe timeout
+    for i in range(20):
+        q.data_acked(i * 0.01, i + 1, i + 1, rtt=0.004)
+    assert q.liveness_timeout() == pytest.approx(0.05)  # SRTT + 4 RTTVAR + 10 ms is below the floor
+    slow = PathQuality(c)
+    for i in range(20):
+        slow.data_acked(i * 0.01, i + 1, i + 1, rtt=0.080)
+    assert 0.09 < slow.liveness_timeout() < 0.1  # ~80 ms + 4 x (decayed) RTTVAR + 10 ms
+    slow.data_sent(1.0)
+    assert not slow.suspect(1.085) and slow.suspect(1.1)
+
+
+def test_data_rtt_is_the_median_of_recent_acks_and_proven_at_the_latest_round_trip_start() -> None:
+    q = PathQuality(QualityConfig(data_rtt_samples=3, data_window=0.5))
+    for t, rtt in ((1.0, 0.010), (1.01, 0.200), (1.02, 0.012)):
+        q.data_acked(t, int(t * 100), int(t * 100), rtt)
+    assert q.data_rtt(1.02) == pytest.approx(0.012)
+    assert q.data_rtt(1.6) is None
+    assert q.proven_at == pytest.approx(1.02 - 0.012)
+    answer(q, 1, 1.5, 0.01)
+    assert q.proven_at == pytest.approx(1.5)  # a probe sent at 1.5 came back: the path delivered then

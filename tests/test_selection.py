@@ -488,3 +488,54 @@ def test_policy_is_validated() -> None:
         SelectionPolicy(failover_rtt_threshold=1.0)
     with pytest.raises(ValueError, match="exploration_probability"):
         SelectionPolicy(exploration_probability=1.5)
+
+
+# --- after a dead path: the successor; data slower than its probes ---------------------------------------
+
+X = make_path("xxxx", 3, ("1-ff00:0:110", "1-ff00:0:120", DST))  # shares 1-ff00:0:120 with A
+Y = make_path("yyyy", 3, ("1-ff00:0:110", "1-ff00:0:140", DST))
+
+
+def test_successor_of_a_silent_path_has_fresh_evidence_then_disjoint_links() -> None:
+    # X is the lowest RTT after A, but shares A's interfaces; Y is slower but disjoint from A's middle.
+    sim = Sim({A: const(0.010), X: const(0.011), Y: const(0.012)}, qcfg=QualityConfig(liveness_timeout=0.15))
+    sim.run_until(1.0)
+    assert sim.selector.status(DST).active == A.id
+    qa = sim.quality[A.id]
+    qa.data_acked(1.0, 1, 1, rtt=0.01)  # A delivered what was sent at 0.99; later data goes unanswered
+    qa.data_sent(1.0)
+    d = sim.selector.select(DST, sim.candidates(1.2), 1.2)
+    # No candidate has proven itself after 0.99 (last probes went out at 0.9): the fewest shared
+    # interfaces decide.
+    assert d.path == Y and d.failover and "suspect" in d.reason
+    # Same again, but X answered a probe sent after A's last delivery: fresh evidence wins.
+    sim2 = Sim({A: const(0.010), X: const(0.011), Y: const(0.012)}, qcfg=QualityConfig(liveness_timeout=0.15))
+    sim2.run_until(1.0)
+    qa2 = sim2.quality[A.id]
+    qa2.data_acked(1.0, 1, 1, rtt=0.01)
+    qa2.data_sent(1.0)
+    answer_probe(sim2.quality[X.id], 10_000, 1.05, 0.011)
+    d = sim2.selector.select(DST, sim2.candidates(1.2), 1.2)
+    assert d.path == X and d.failover
+
+
+def test_data_slower_than_its_own_probes_is_a_problem() -> None:
+    sim = Sim({A: const(0.010), B: const(0.030)})
+    sim.run_until(1.0)
+    qa = sim.quality[A.id]
+    for i in range(5):  # probes still say 10 ms; acked data says 200 ms (a new delay the probes lag on)
+        qa.data_acked(1.0 + i * 0.01, i + 1, i + 1, rtt=0.200)
+    d = sim.selector.select(DST, sim.candidates(1.05), 1.05)
+    assert d.path == B and d.failover
+    assert "data RTT 200.0 ms above 1.5 x its probe RTT 10.0 ms" in d.reason
+    # Within the slack (data crosses the far gateway too) it is not a problem.
+    sim2 = Sim({A: const(0.010), B: const(0.030)})
+    sim2.run_until(1.0)
+    for i in range(5):
+        sim2.quality[A.id].data_acked(1.0 + i * 0.01, i + 1, i + 1, rtt=0.060)
+    assert sim2.selector.select(DST, sim2.candidates(1.05), 1.05).path == A
+
+
+def answer_probe(q: PathQuality, probe_id: int, sent: float, rtt: float) -> None:
+    q.probe_sent(probe_id, sent)
+    q.probe_reply(probe_id, sent + rtt)
