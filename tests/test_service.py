@@ -29,6 +29,7 @@ from scion_appliance import netns
 from scion_appliance.lab import Lab, running_lab
 from scion_appliance.state import StateStore
 from scion_appliance.tunnel import keys
+from tests.test_telemetry import Receiver, points, value
 
 ROOT = Path(__file__).resolve().parents[1]
 A, B = "1-ff00:0:111", "2-ff00:0:211"
@@ -76,6 +77,7 @@ class Node:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     notify: socket.socket | None = None  # systemd's NOTIFY_SOCKET, played by the test
+    otlp: Receiver | None = None  # an OTLP/HTTP collector, played by the test
 
     @property
     def config(self) -> Path:
@@ -128,6 +130,10 @@ remote_prefixes = ["{"198.51.100.0/24" if self.peer_ia == B else "203.0.113.0/24
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         if self.notify is not None:
             env["NOTIFY_SOCKET"] = self.notify.getsockname()
+        if self.otlp is not None:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.otlp.url
+            env["OTEL_METRIC_EXPORT_INTERVAL"] = "300"
+            env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # spans leave within 0.2 s, not the default 5 s
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "scion_appliance", "run", "--config", str(self.config)],
@@ -193,6 +199,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]
         a.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         a.notify.bind(str(base / "notify.sock"))
         a.notify.setblocking(False)
+        a.otlp = Receiver()
         for n in (a, b):
             n.dir.mkdir()
             keys.write_private_key(n.dir / "private.key", n.private)  # as `scion-appliance keygen` does
@@ -207,6 +214,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]
                 if n.proc is not None and n.proc.poll() is None:
                     n.proc.kill()
                     n.proc.wait(5)
+            a.otlp.close()
 
 
 STATUS_FIELDS = {
@@ -272,7 +280,7 @@ def test_status_summary_and_json(pair: tuple[Node, Node]) -> None:
     assert keys.encode_key(a.private) not in text
 
     r = cli("status", "--json", "--socket", str(a.socket))
-    assert r.returncode == 0
+    assert r.returncode == 0, json.loads(r.stdout)["problems"]
     # Printed as the daemon sent it: one compact JSON line, not re-serialised by the CLI.
     assert r.stdout.count("\n") == 1 and r.stdout.startswith('{"schema":1,')
     doc = json.loads(r.stdout)
@@ -332,16 +340,53 @@ def test_send_delivers_to_the_other_side(pair: tuple[Node, Node]) -> None:
     wait_until("B to count 2000 bytes", lambda: rx_bytes(b) - before == 2000, timeout=3)
 
 
+def test_telemetry_exports_what_the_status_shows(pair: tuple[Node, Node]) -> None:
+    """A's OTLP/HTTP export (to a collector the test runs) carries the service's counters and events."""
+    a, _ = pair
+    assert a.otlp is not None
+    tx = a.status()["counters"]["bytes"]["tx"]
+    assert tx >= 2000  # the datagrams of the test before
+
+    def exported() -> dict[str, Any] | None:
+        got = a.otlp.latest_metrics() if a.otlp and a.otlp.metrics else {}
+        sent = points(got["scion.appliance.bytes"]) if "scion.appliance.bytes" in got else {}
+        point = sent.get((("direction", "transmit"),))
+        return got if point is not None and value(point) >= tx else None
+
+    metrics = wait_until("an export with A's bytes", exported, timeout=5)
+    assert metrics["scion.appliance.bytes"].unit == "By"
+    assert metrics["scion.appliance.packets"].unit == "{packet}"
+    assert value(points(metrics["scion.appliance.packets"])[(("direction", "transmit"),)]) >= 20
+    assert value(next(iter(points(metrics["scion.appliance.sessions"]).values()))) == 1
+    assert sum(value(p) for p in points(metrics["scion.appliance.handshakes"]).values()) >= 1
+    rtt = metrics["scion.appliance.path.rtt"]
+    assert rtt.unit == "s" and sum(p.count for p in rtt.histogram.data_points) > 0
+    states = points(metrics["scion.appliance.path.state"])
+    assert len(states) == len(a.lab.paths(A, B))  # one point per candidate path
+    assert sum(dict(k)["active"] for k in states) == 1
+
+    def spans() -> list[str]:
+        assert a.otlp is not None
+        traces = a.otlp.traces
+        return [s.name for r in traces for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+    wait_until("a handshake span", lambda: "scion.handshake" in spans(), timeout=3)
+
+
 def test_bad_requests_get_errors_while_traffic_keeps_flowing(pair: tuple[Node, Node]) -> None:
     a, b = pair
     before = rx_bytes(b)
     stop = threading.Event()
     results: list[int] = []
+    failures: list[str] = []
 
     def traffic() -> None:
         with a.http() as c:
             while not stop.is_set() and len(results) < 2000:
-                results.append(send(a, b"x" * 50, c).status_code)
+                r = send(a, b"x" * 50, c)
+                results.append(r.status_code)
+                if r.status_code != 200:
+                    failures.append(r.text)
                 time.sleep(0.005)
 
     t = threading.Thread(target=traffic)
@@ -375,7 +420,7 @@ def test_bad_requests_get_errors_while_traffic_keeps_flowing(pair: tuple[Node, N
     finally:
         stop.set()
         t.join(10)
-    assert len(results) > 20 and set(results) == {200}, set(results)
+    assert len(results) > 20 and set(results) == {200}, failures[:3]
     wait_until("B to receive every datagram", lambda: rx_bytes(b) - before == 50 * len(results), timeout=3)
 
 
@@ -385,7 +430,7 @@ def test_bad_requests_get_errors_while_traffic_keeps_flowing(pair: tuple[Node, N
 def test_pin_unpin_and_rekey(pair: tuple[Node, Node]) -> None:
     a, _ = pair
     pset = a.get("/v1/paths", dst=B)
-    other = next(p["id"] for p in pset["paths"] if not p["active"] and p["state"] == "up")
+    other = next(p["id"] for p in pset["paths"] if not p["active"] and p["state"] != "down")
     with a.http() as c:
         r = c.post("/v1/paths/pin", json={"dst": B, "path": other[:12]})  # a unique prefix will do
         assert r.status_code == 200 and r.json()["pinned"] == other
