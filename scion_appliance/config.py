@@ -418,7 +418,7 @@ class Tun:
     )
     mtu: int = setting("an MTU from 576 to 9000", p_int(576, 9000), 1400)
     netns: str | None = setting(
-        "the name of an existing network namespace for the device (\"\" = the service's own)",
+        'the name of an existing network namespace for the device ("" = the service\'s own)',
         p_optional(p_netns),
         None,
     )
