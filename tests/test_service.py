@@ -49,6 +49,19 @@ def cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
     )
 
 
+def cli_expecting(code: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI's answer once it exits ``code``. Its exit code follows the daemon's state of the moment,
+    and on a loaded machine a probe can time out now and then, making a path degraded or down for a
+    few hundred milliseconds; a few tries ride that out without hiding a lasting problem."""
+    r = cli(*args)
+    for _ in range(4):
+        if r.returncode == code:
+            break
+        time.sleep(0.5)
+        r = cli(*args)
+    return r
+
+
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 10.0, every: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -269,7 +282,7 @@ def check_status_document(doc: dict[str, Any], me: Node) -> None:
 
 def test_status_summary_and_json(pair: tuple[Node, Node]) -> None:
     a, b = pair
-    r = cli("status", "--socket", str(a.socket))
+    r = cli_expecting(0, "status", "--socket", str(a.socket))
     assert r.returncode == 0, r.stdout + r.stderr
     text = r.stdout
     assert text.startswith(f"interface: scion-appliance {A}\n")
@@ -279,7 +292,7 @@ def test_status_summary_and_json(pair: tuple[Node, Node]) -> None:
     assert "  state: up" in text and text.count("\n  * ") == 1  # one active path marked
     assert keys.encode_key(a.private) not in text
 
-    r = cli("status", "--json", "--socket", str(a.socket))
+    r = cli_expecting(0, "status", "--json", "--socket", str(a.socket))
     assert r.returncode == 0, json.loads(r.stdout)["problems"]
     # Printed as the daemon sent it: one compact JSON line, not re-serialised by the CLI.
     assert r.stdout.count("\n") == 1 and r.stdout.startswith('{"schema":1,')
@@ -293,7 +306,7 @@ def test_status_summary_and_json(pair: tuple[Node, Node]) -> None:
 
 def test_paths_and_peers_commands(pair: tuple[Node, Node]) -> None:
     a, _ = pair
-    r = cli("paths", B, "--socket", str(a.socket))
+    r = cli_expecting(0, "paths", B, "--socket", str(a.socket))
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith(f"paths to {B}: active ")
@@ -305,7 +318,7 @@ def test_paths_and_peers_commands(pair: tuple[Node, Node]) -> None:
     assert r.returncode == 0 and doc["dst"] == B and len(doc["paths"]) == n
     r = cli("paths", "1-ff00:0:999", "--socket", str(a.socket))
     assert r.returncode == 2 and "not a destination of this appliance" in r.stderr
-    r = cli("peers", "--socket", str(a.socket))
+    r = cli_expecting(0, "peers", "--socket", str(a.socket))
     assert r.returncode == 0 and r.stdout.startswith("peer: b\n") and "  state: up" in r.stdout
 
 
@@ -483,10 +496,28 @@ def test_sighup_reloads_policy_without_dropping_the_session(pair: tuple[Node, No
     a.proc.send_signal(signal.SIGHUP)
     (failed,) = wait_until("the failed reload", lambda: a.events("config.reload_failed"), timeout=5)
     assert str(a.config) in failed["error"] and "expected valid TOML" in failed["error"]
-    assert healthy(a) and a.status()["counters"]["handshakes"] == handshakes
+    wait_until("A healthy after the failed reload", lambda: healthy(a))
+    assert a.status()["counters"]["handshakes"] == handshakes
+    # A peer added, then removed again: b's session stays through both.
+    c_key = keys.encode_key(keys.public_key(keys.generate_private_key()))
+    a.write_config(extra=f'[[peers]]\nname = "c"\nisd_as = "1-ff00:0:110"\npublic_key = "{c_key}"\n')
+    a.proc.send_signal(signal.SIGHUP)
+    (_, added) = wait_until(
+        "the second reload", lambda: (e := a.events("config.reloaded"))[1:] and e, timeout=5
+    )
+    assert added["added"] == ["1-ff00:0:110"] and added["removed"] == []
+    doc = a.status()
+    assert [p["name"] for p in doc["peers"]] == ["b", "c"]
+    assert doc["peers"][1]["state"] != "up" and doc["state"] != "healthy"  # c: no paths in the catalogue
     a.write_config()
     a.proc.send_signal(signal.SIGHUP)
-    wait_until("the second reload", lambda: len(a.events("config.reloaded")) == 2, timeout=5)
+    (*_, removed) = wait_until(
+        "the third reload", lambda: (e := a.events("config.reloaded"))[2:] and e, timeout=5
+    )
+    assert removed["removed"] == ["1-ff00:0:110"]
+    wait_until("A healthy with b alone", lambda: healthy(a))
+    assert a.status()["counters"]["handshakes"] == handshakes
+    assert send(a, b"still the same session").status_code == 200
     del b
 
 

@@ -356,8 +356,9 @@ class Gateway:
             pending = self._ready.pop(key, None)
             if pending is not None:
                 pending.set()  # ends that handshake's retry loop and wakes its waiters (they get an error)
-            self._sessions.pop(key).stop()
-            self._forget_dropped(key)
+            self._sessions[key].stop()
+            self._forget_dropped(key)  # wipes the keys of the sessions stop() let go of
+            del self._sessions[key]
             self.prober.set_paths(old.ia, old.probe_host, [])
             self.selector.forget(key)
         for bkey in [b for b in self._builders if b[0] in removed or b[0] in changed]:
