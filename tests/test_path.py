@@ -42,3 +42,15 @@ def test_reverse_twice_is_identity_and_bytes_round_trip(path: ScionPath) -> None
     assert path.reverse().reverse() == path
     assert ScionPath.from_bytes(path.to_bytes()) == path
     assert path.segment_of_hop(path.meta.curr_hf) == path.meta.curr_inf
+
+
+def test_from_bytes_refuses_a_length_that_does_not_match_the_meta() -> None:
+    import pytest
+
+    from scion_appliance.scion.errors import BadPath
+
+    raw = PathMeta(0, 0, (2, 0, 0)).to_bytes() + InfoField(True, False, 1, 2).to_bytes() + bytes(24)
+    assert ScionPath.from_bytes(raw).meta.num_hops == 2
+    for bad in (raw[:3], raw[:-1], raw + b"\x00" * 4):
+        with pytest.raises(BadPath):
+            ScionPath.from_bytes(bad)

@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from scion_appliance.scion.errors import BadPath
+
 PATH_EMPTY = 0
 PATH_SCION = 1
 PATH_ONEHOP = 2
@@ -139,8 +141,14 @@ class ScionPath:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ScionPath:
+        """A path from its bytes; raises ``BadPath`` when the length does not match its meta header."""
+        if len(raw) < META_LEN:
+            raise BadPath("bad_path_length", len(raw), "shorter than the 4-byte path meta header")
         meta = PathMeta.from_bytes(raw)
         n_inf, n_hops = meta.num_inf, meta.num_hops
+        want = META_LEN + n_inf * INFO_LEN + n_hops * HOP_LEN
+        if len(raw) != want:
+            raise BadPath("bad_path_length", len(raw), f"meta announces {want} bytes of path")
         infos = tuple(
             InfoField.from_bytes(raw[META_LEN + i * INFO_LEN : META_LEN + (i + 1) * INFO_LEN])
             for i in range(n_inf)
