@@ -235,6 +235,88 @@ HM_NI static void hm_verify_many_ni(const hm_key *k, size_t m, const uint8_t *co
 }
 #endif
 
+#ifdef HM_X86
+/* The CMAC of a one-block message is AES_K(M xor K1): K1 is folded into round key 0.  Eight
+ * blocks in flight cover the AES units' latency (about 4 cycles, two units on recent cores). */
+HM_NI static void hm_verify_jobs_ni(const hm_key *k, size_t m, const hm_job *jobs, uint8_t *ok) {
+    __m128i rk[11];
+    for (int r = 0; r < 11; r++)
+        rk[r] = _mm_loadu_si128((const __m128i *)(k->rk + 16 * r));
+    const __m128i k0 = _mm_xor_si128(rk[0], _mm_loadu_si128((const __m128i *)k->k1));
+    const uint64_t mask48 = 0xffffffffffffULL;
+#define HM_IN(j) _mm_xor_si128(_mm_set_epi64x((long long)jobs[i + (j)].hi, (long long)jobs[i + (j)].lo), k0)
+#define HM_OK(b, j) \
+    ok[i + (j)] = (uint8_t)((((uint64_t)_mm_cvtsi128_si64(_mm_aesenclast_si128(b, rk[10])) ^ jobs[i + (j)].tag48) & mask48) == 0)
+    size_t i = 0;
+    for (; i + 8 <= m; i += 8) {
+        __m128i b0 = HM_IN(0), b1 = HM_IN(1), b2 = HM_IN(2), b3 = HM_IN(3);
+        __m128i b4 = HM_IN(4), b5 = HM_IN(5), b6 = HM_IN(6), b7 = HM_IN(7);
+        for (int r = 1; r < 10; r++) {
+            b0 = _mm_aesenc_si128(b0, rk[r]);
+            b1 = _mm_aesenc_si128(b1, rk[r]);
+            b2 = _mm_aesenc_si128(b2, rk[r]);
+            b3 = _mm_aesenc_si128(b3, rk[r]);
+            b4 = _mm_aesenc_si128(b4, rk[r]);
+            b5 = _mm_aesenc_si128(b5, rk[r]);
+            b6 = _mm_aesenc_si128(b6, rk[r]);
+            b7 = _mm_aesenc_si128(b7, rk[r]);
+        }
+        HM_OK(b0, 0);
+        HM_OK(b1, 1);
+        HM_OK(b2, 2);
+        HM_OK(b3, 3);
+        HM_OK(b4, 4);
+        HM_OK(b5, 5);
+        HM_OK(b6, 6);
+        HM_OK(b7, 7);
+    }
+    for (; i + 4 <= m; i += 4) {
+        __m128i b0 = HM_IN(0), b1 = HM_IN(1), b2 = HM_IN(2), b3 = HM_IN(3);
+        for (int r = 1; r < 10; r++) {
+            b0 = _mm_aesenc_si128(b0, rk[r]);
+            b1 = _mm_aesenc_si128(b1, rk[r]);
+            b2 = _mm_aesenc_si128(b2, rk[r]);
+            b3 = _mm_aesenc_si128(b3, rk[r]);
+        }
+        HM_OK(b0, 0);
+        HM_OK(b1, 1);
+        HM_OK(b2, 2);
+        HM_OK(b3, 3);
+    }
+    for (; i < m; i++) {
+        __m128i b0 = HM_IN(0);
+        for (int r = 1; r < 10; r++)
+            b0 = _mm_aesenc_si128(b0, rk[r]);
+        HM_OK(b0, 0);
+    }
+#undef HM_IN
+#undef HM_OK
+}
+#endif
+
+static inline void hm_st64le(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+void hm_verify_jobs(const hm_key *k, size_t m, const hm_job *jobs, uint8_t *ok) {
+#ifdef HM_X86
+    if (k->use_ni) {
+        hm_verify_jobs_ni(k, m, jobs, ok);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < m; i++) {
+        uint8_t in[16], full[16], want[6];
+        hm_st64le(in, jobs[i].lo);
+        hm_st64le(in + 8, jobs[i].hi);
+        hm_cmac_block(k, in, full);
+        for (int j = 0; j < 6; j++)
+            want[j] = (uint8_t)(jobs[i].tag48 >> (8 * j));
+        ok[i] = (uint8_t)hm_ct_equal(full, want, HM_MAC_LEN);
+    }
+}
+
 static int hm_hop_verify_any(const hm_key *k, int seg_given, uint16_t seg_id, const uint8_t *info,
                              const uint8_t *hop, uint8_t *out16) {
 #ifdef HM_X86

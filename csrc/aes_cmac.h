@@ -66,6 +66,19 @@ int hm_hop_verify_seg(const hm_key *k, uint16_t seg_id, const uint8_t *info, con
 void hm_hop_verify_many(const hm_key *k, size_t m, const uint8_t *const *infos,
                         const uint8_t *const *hops, const uint16_t *segs, uint8_t *ok);
 
+/* A hop-field MAC input already assembled by the caller: the 16 block bytes as two
+ * little-endian 64-bit words (bytes 0-7 in lo, 8-15 in hi), and the 6 MAC bytes the hop field
+ * carries (hop[6:12]) as a little-endian 48-bit value.  A router that has read the info and hop
+ * fields into registers for its checks builds these without touching memory again. */
+typedef struct hm_job {
+    uint64_t lo, hi;
+    uint64_t tag48;
+} hm_job;
+
+/* ok[i] = 1 when the first 6 bytes of CMAC_K(block of jobs[i]) equal jobs[i].tag48 (each
+ * comparison constant time); with AES-NI the AES rounds of eight blocks run interleaved. */
+void hm_verify_jobs(const hm_key *k, size_t m, const hm_job *jobs, uint8_t *ok);
+
 /* 1 when a[0:n] == b[0:n]; time depends on n only. */
 int hm_ct_equal(const uint8_t *a, const uint8_t *b, size_t n);
 

@@ -381,6 +381,315 @@ int rs_step(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, 
     return stage2(cfg, ingress, now, out, &w, hm_hop_verify_seg(&cfg->key, w.seg, w.info, w.hop, NULL));
 }
 
+/* ---- The batch fast path ---------------------------------------------------------------
+ *
+ * rs_batch runs most packets through a second rendering of the same checks, for the shapes a
+ * border router sees all the time: a standard path without peering, a valid hop, no router
+ * alert, a forward/sibling/delivery decision with at most one segment change.  It reads each
+ * header field once (three loads for the hop and info fields), decides with few, well-predicted
+ * branches, and builds the MAC input in registers.
+ *
+ * The contract that keeps it exact: the fast path only ever *accepts*.  It returns an OK result
+ * when, and only when, every check of stage1/stage2 above passes, and it then writes exactly
+ * the bytes the reference writes.  On anything else it writes nothing and the packet is given
+ * to stage1/stage2 (the reference, also used by rs_step), which finds the reason, the pointer
+ * and the bytes the reference router leaves.  tests/test_router_step.py compares rs_batch with
+ * rs_step on mutated packets under every mode to hold this. */
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define RS_LE64(x) __builtin_bswap64(x)
+#define RS_LE32(x) __builtin_bswap32(x)
+#else
+#define RS_LE64(x) (x)
+#define RS_LE32(x) (x)
+#endif
+/* Little-endian loads: byte k of the field is bits 8k..8k+7 of the value. */
+static inline uint64_t ld64le(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return RS_LE64(v);
+}
+static inline uint32_t ld32le(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return RS_LE32(v);
+}
+static inline void st32le(uint8_t *p, uint32_t v) {
+    v = RS_LE32(v);
+    memcpy(p, &v, 4);
+}
+/* The big-endian 16-bit field at byte k of a little-endian loaded word. */
+static inline uint16_t be16_at(uint64_t w, unsigned k) {
+    return (uint16_t)(((w >> (8 * k)) & 0xff) << 8 | ((w >> (8 * k + 8)) & 0xff));
+}
+static inline uint32_t bswap32_(uint32_t v) { return __builtin_bswap32(v); }
+
+/* Per batch: what does not change from packet to packet. */
+typedef struct rs_bctx {
+    const uint8_t *ifs;
+    uint64_t local_ia, now;
+    int mode, ext;
+    uint16_t ingress;
+    uint16_t ingress_raw; /* ingress as its two big-endian bytes read little-endian */
+    uint8_t check_in;     /* from an external link with a known interface: the hop must name it */
+    uint8_t pair_plain;   /* bit elt: (ingress link type, elt) is a valid hop without segment change */
+    uint8_t pair_xover;   /* bit elt: ... a valid segment change */
+} rs_bctx;
+
+static void bctx_init(rs_bctx *b, const rs_config *cfg, uint16_t ingress, uint64_t now) {
+    b->ifs = cfg->ifs;
+    b->local_ia = cfg->local_ia;
+    b->now = now;
+    b->mode = cfg->mode;
+    b->ext = from_external(cfg, ingress);
+    b->ingress = ingress;
+    b->ingress_raw = (uint16_t)((ingress >> 8) | (ingress << 8));
+    b->check_in = (uint8_t)(b->ext && ingress);
+    b->pair_plain = b->pair_xover = 0;
+    if (cfg->mode == RS_MODE_TABLE && b->ext) {
+        /* The same pairs as stage2's link-type tests. */
+        switch (cfg->ifs[ingress] & RS_LINK_MASK) {
+        case RS_LINK_CORE:
+            b->pair_plain = 1 << RS_LINK_CORE;
+            b->pair_xover = 1 << RS_LINK_CHILD;
+            break;
+        case RS_LINK_CHILD:
+            b->pair_plain = (1 << RS_LINK_PARENT) | (1 << RS_LINK_PEER);
+            b->pair_xover = (1 << RS_LINK_CORE) | (1 << RS_LINK_CHILD);
+            break;
+        case RS_LINK_PARENT:
+        case RS_LINK_PEER:
+            b->pair_plain = 1 << RS_LINK_CHILD;
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+#define FW_INFO 0x01  /* write info_w to the current info field (SegID update) */
+#define FW_META 0x02  /* write meta_w to the path meta header */
+#define FW_INFO2 0x04 /* write info2_w to the info field after a segment change */
+#define FW_XOVER 0x08 /* a segment change: the second MAC must hold too */
+
+/* A packet the fast path has decided, waiting for its MAC verdicts.  Field values are raw:
+ * the bytes as stored, read little-endian, ready to be written back. */
+typedef struct rs_fast {
+    uint8_t *path, *info, *info2;
+    uint32_t info_w, info2_w, meta_w;
+    uint16_t egress;
+    uint8_t action, writes;
+} rs_fast;
+
+static inline uint32_t inf_of(uint32_t hf, uint32_t s0, uint32_t s1) {
+    return (uint32_t)(hf >= s0) + (uint32_t)(hf >= s0 + s1);
+}
+
+/* write_meta's word for CurrINF `inf`, CurrHF `hf` (reserved bits zero), as stored. */
+static inline uint32_t meta_raw(uint32_t meta, uint32_t inf, uint32_t hf) {
+    return bswap32_((inf << 30) | ((hf & 0x3f) << 24) | (meta & 0x3ffff));
+}
+
+/* update_seg_id on info word a (info[0:8]) with hop word h (hop[0:8]), as the new info[0:4]:
+ * flags kept, byte 1 zero, SegID xor hop MAC[0:2]. */
+static inline uint32_t seg_updated(uint64_t a, uint64_t h) {
+    return (uint32_t)(((a ^ (h >> 32)) & 0xffff0000u) | (a & 0x03));
+}
+
+/* The hop's expiry (ExpTime at hop byte 1, Timestamp at info bytes 4-7) is before now. */
+static inline int expired_raw(uint64_t a, uint64_t h, uint64_t now) {
+    uint64_t ts = bswap32_((uint32_t)(a >> 32));
+    return ts + (((h >> 8) & 0xff) + 1) * EXP_TIME_UNIT < now;
+}
+
+/* The egress interface of hop word h (ConsEgress in construction direction, else ConsIngress). */
+static inline uint16_t egress_of(uint64_t h, uint32_t cons) {
+    uint16_t raw = (uint16_t)(h >> (cons ? 32 : 16));
+    return (uint16_t)((raw >> 8) | (raw << 8));
+}
+
+/* MAC input: 0,0 | SegID | Timestamp || 0 | ExpTime | ConsIngress | ConsEgress | 0,0; `seg_x`
+ * is xored into the SegID bytes (raw, at bits 16..31). */
+static inline void put_job(hm_job *job, uint64_t a, uint64_t h, uint32_t mac_hi, uint64_t seg_x) {
+    job->lo = (a & 0xffffffffffff0000ULL) ^ seg_x;
+    job->hi = h & 0x0000ffffffffff00ULL;
+    job->tag48 = (h >> 48) | ((uint64_t)mac_hi << 16);
+}
+
+/* The egress checks of stage2 for egress `eg` of hop word h: 0 unless all pass; *owned says
+ * whether the egress link is ours (else a sibling's). */
+static inline int fast_egress(const rs_bctx *b, uint16_t eg, uint64_t h, uint32_t cons, uint8_t pairs,
+                              int *owned) {
+    int own, bad = eg == 0;
+    if (b->mode == RS_MODE_TABLE) {
+        uint8_t e = b->ifs[eg];
+        own = (e & RS_IF_OWNED) != 0;
+        bad |= (e & RS_LINK_MASK) == RS_LINK_NONE;
+        if (b->ext)
+            bad |= !((pairs >> (e & RS_LINK_MASK)) & 1);
+        else
+            bad |= !own;
+        bad |= (e & RS_IF_DOWN) != 0;
+    } else {
+        own = b->mode == RS_MODE_EGRESS_ALL;
+    }
+    /* The egress router alert (ours only on our own link) is the reference's business. */
+    bad |= own && (h & (cons ? 0x01 : 0x02));
+    *owned = own;
+    return !bad;
+}
+
+/* Stage 1 and the decision of stage 2 on the fast path: 1 when, given good MACs, every check
+ * of stage1/stage2 passes on a standard path without the peering flag; then *f holds what to
+ * write and answer, and one MAC job (two for a segment change) is appended at jobs[*nj].  0
+ * otherwise.  Nothing is written to the packet here. */
+static inline __attribute__((always_inline)) int fast_stage1(const rs_bctx *b, uint8_t *pkt, uint32_t len,
+                                                             rs_fast *f, hm_job *jobs, size_t *nj) {
+    if (len < CMN_LEN + 16)
+        return 0;
+    uint32_t hdr = (uint32_t)pkt[5] * 4, b9 = pkt[9];
+    uint32_t path_off = CMN_LEN + 16 + 8 + ((b9 >> 2) & 0x0c) + ((b9 << 2) & 0x0c);
+    /* hdr + PayloadLen == len also gives hdr <= len: the path lies inside the packet. */
+    if (pkt[8] != PT_SCION || hdr < path_off + META_LEN || hdr + rd16(pkt + 6) != len)
+        return 0;
+    uint8_t *path = pkt + path_off;
+    uint32_t meta = bswap32_(ld32le(path));
+    uint32_t hf = (meta >> 24) & 0x3f, inf = meta >> 30;
+    uint32_t s0 = (meta >> 12) & 0x3f, s1 = (meta >> 6) & 0x3f, s2 = meta & 0x3f;
+    /* Segment shape with no singleton (no peering flag here): s0 >= 2, s1 and s2 0 or >= 2,
+     * s2 only after s1. */
+    int bad = (s0 < 2) | (s1 == 1) | (s2 == 1) | ((s1 == 0) & (s2 != 0));
+    uint32_t hops_at = META_LEN + INFO_LEN * (1 + (s1 != 0) + (s2 != 0)), num_hops = s0 + s1 + s2;
+    bad |= hops_at + HOP_LEN * num_hops > hdr - path_off;
+    /* CurrHF in range and CurrINF its segment (then CurrINF < NumINF too). */
+    bad |= (hf >= num_hops) | (inf != inf_of(hf, s0, s1));
+    if (bad)
+        return 0;
+    uint8_t *info = path + META_LEN + INFO_LEN * inf, *hop = path + hops_at + HOP_LEN * hf;
+    uint64_t a = ld64le(info), h = ld64le(hop);
+    uint32_t cons = (uint32_t)a & 0x01;
+    bad = (a & 0x02) != 0; /* peering flag: the reference path */
+    bad |= expired_raw(a, h, b->now);
+    if (b->check_in)
+        bad |= (uint16_t)(h >> (cons ? 16 : 32)) != b->ingress_raw;
+    if (b->ext)
+        bad |= (h & (cons ? 0x02 : 0x01)) != 0; /* ingress router alert */
+    uint32_t last_hop = hf == num_hops - 1, deliver;
+    if (b->local_ia) {
+        uint64_t dst = rd64(pkt + CMN_LEN), src = rd64(pkt + CMN_LEN + 8);
+        int src_local = src == b->local_ia, dst_local = dst == b->local_ia;
+        if (!b->ext)
+            bad |= ((hf == 0) & !src_local) | dst_local;
+        else
+            bad |= src_local | (last_hop != (uint32_t)dst_local);
+        deliver = (uint32_t)dst_local;
+    } else {
+        deliver = b->ext && last_hop;
+    }
+    if (bad)
+        return 0;
+    /* Against construction direction the ingress router chains the SegID back: the MAC is
+     * checked with the chained value, which is also what is written. */
+    uint32_t chain = !cons && b->ext;
+    uint32_t info_w = seg_updated(a, h);
+    hm_job *job = &jobs[*nj];
+    put_job(job, a, h, ld32le(hop + 8), chain ? (h >> 32) & 0xffff0000u : 0);
+    f->path = path;
+    f->info = info;
+    f->info_w = info_w;
+    if (deliver) {
+        f->egress = 0;
+        f->action = RS_ACT_DELIVER;
+        f->writes = (uint8_t)(chain ? FW_INFO : 0);
+        *nj += 1;
+        return 1;
+    }
+    uint32_t nhf = hf + 1, ninf = inf_of(nhf, s0, s1);
+    int owned;
+    if (nhf >= num_hops || ninf == inf) {
+        uint16_t eg = egress_of(h, cons);
+        if (!fast_egress(b, eg, h, cons, b->pair_plain, &owned))
+            return 0;
+        f->egress = eg;
+        if (!owned) {
+            f->action = RS_ACT_SIBLING;
+            f->writes = (uint8_t)(chain ? FW_INFO : 0);
+        } else {
+            if (nhf >= num_hops)
+                return 0; /* path at end */
+            /* Chained back at ingress (against construction direction) or forward at egress
+             * (in it): the same new SegID, never both. */
+            f->action = RS_ACT_FORWARD;
+            f->writes = (uint8_t)(FW_META | (chain | cons ? FW_INFO : 0));
+            f->meta_w = meta_raw(meta, inf, nhf);
+        }
+        *nj += 1;
+        return 1;
+    }
+    /* Segment change (only valid from an external link): the next hop field is checked with
+     * its own info field, whose SegID nothing before has changed. */
+    if (!b->ext)
+        return 0;
+    uint8_t *info2 = path + META_LEN + INFO_LEN * ninf, *hop2 = path + hops_at + HOP_LEN * nhf;
+    uint64_t a2 = ld64le(info2), h2 = ld64le(hop2);
+    uint32_t cons2 = (uint32_t)a2 & 0x01;
+    if (expired_raw(a2, h2, b->now))
+        return 0;
+    uint16_t eg = egress_of(h2, cons2);
+    if (!fast_egress(b, eg, h2, cons2, b->pair_xover, &owned))
+        return 0;
+    f->egress = eg;
+    f->info2 = info2;
+    f->info2_w = seg_updated(a2, h2);
+    if (!owned) {
+        f->action = RS_ACT_SIBLING;
+        f->writes = (uint8_t)(FW_XOVER | FW_META | (chain ? FW_INFO : 0));
+        f->meta_w = meta_raw(meta, ninf, nhf);
+    } else {
+        /* Never true while the shape rule forbids singleton segments; kept so that this
+         * path does not lean on that rule. */
+        if (nhf + 1 >= num_hops)
+            return 0; /* path at end */
+        f->action = RS_ACT_FORWARD;
+        f->writes = (uint8_t)(FW_XOVER | FW_META | (chain ? FW_INFO : 0) | (cons2 ? FW_INFO2 : 0));
+        f->meta_w = meta_raw(meta, inf_of(nhf + 1, s0, s1), nhf + 1);
+    }
+    put_job(job + 1, a2, h2, ld32le(hop2 + 8), 0);
+    *nj += 2;
+    return 1;
+}
+
+static inline void put_out(size_t i, uint8_t *reason, uint8_t *action, uint16_t *egress, uint16_t *pointer,
+                           int st, const rs_result *r) {
+    reason[i] = (uint8_t)st;
+    action[i] = r->action;
+    egress[i] = r->egress;
+    pointer[i] = r->pointer;
+}
+
+/* The reference for one batch packet, given the first MAC's verdict (nothing written yet). */
+static __attribute__((noinline)) int slow_with_mac(const rs_config *cfg, uint8_t *pkt, uint32_t len,
+                                                   const rs_bctx *b, int good, rs_result *r) {
+    rs_work w;
+    int st = stage1(cfg, pkt, len, b->ingress, b->ext, b->now, r, &w);
+    if (st == RS_PENDING)
+        st = stage2(cfg, b->ingress, b->now, r, &w, good);
+    return st;
+}
+
+static inline void job_of_work(const rs_work *w, hm_job *job) {
+    uint64_t a = ld64le(w->info), h = ld64le(w->hop);
+    uint64_t seg_raw = (uint64_t)(uint16_t)((w->seg >> 8) | (w->seg << 8)) << 16;
+    put_job(job, a, h, ld32le(w->hop + 8), seg_raw ^ (a & 0xffff0000u));
+}
+
+/* Grouping state: OK packets in arrival order, distinct keys sorted with their counts. */
+typedef struct rs_groups {
+    uint32_t *order, *off, *key;
+    size_t g, ok, last;
+    uint32_t last_key;
+} rs_groups;
+
 /* Index of key in the sorted keys[0..g), or the insertion point with *found = 0. */
 static inline size_t find_key(const uint32_t *keys, size_t g, uint32_t key, int *found) {
     size_t lo = 0, hi = g;
@@ -395,80 +704,117 @@ static inline size_t find_key(const uint32_t *keys, size_t g, uint32_t key, int 
     return lo;
 }
 
+/* Adds OK packet i with `key` to the groups (packets come in arrival order). */
+static inline void group_add(rs_groups *gr, size_t i, uint32_t key) {
+    gr->order[gr->ok++] = (uint32_t)i;
+    if (gr->g && key == gr->last_key) {
+        gr->off[gr->last]++;
+        return;
+    }
+    int found;
+    size_t g = gr->g, at = find_key(gr->key, g, key, &found);
+    if (!found) {
+        memmove(gr->key + at + 1, gr->key + at, (g - at) * sizeof(uint32_t));
+        memmove(gr->off + at + 1, gr->off + at, (g - at) * sizeof(uint32_t));
+        gr->key[at] = key;
+        gr->off[at] = 0;
+        gr->g = g + 1;
+    }
+    gr->off[at]++;
+    gr->last = at;
+    gr->last_key = key;
+}
+
+#define K_DONE 0  /* decided in stage 1: st[j], r[j] */
+#define K_FAST 1  /* fast path: f[j], MAC job(s) from job[j] */
+#define K_SLOW 2  /* reference: w[j], r[j], MAC job job[j] */
+
 size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_t *lens, size_t n,
                 uint16_t ingress, uint64_t now, uint8_t *reason, uint8_t *action, uint16_t *egress,
                 uint16_t *pointer, uint32_t *order, uint32_t *group_off, uint32_t *group_key,
                 size_t *n_ok) {
-    size_t g = 0, ok = 0, last = 0;
-    int ext = from_external(cfg, ingress);
+    rs_bctx b;
+    bctx_init(&b, cfg, ingress, now);
+    rs_groups gr = {order, group_off, group_key, 0, 0, 0, 0};
+    rs_fast f[RS_CHUNK];
     rs_work w[RS_CHUNK];
     rs_result r[RS_CHUNK];
+    hm_job jobs[2 * RS_CHUNK];
+    uint8_t good[2 * RS_CHUNK], kind[RS_CHUNK], job[RS_CHUNK];
     int st[RS_CHUNK];
-    const uint8_t *infos[RS_CHUNK], *hops[RS_CHUNK];
-    uint16_t segs[RS_CHUNK];
-    uint8_t good[RS_CHUNK];
-    size_t pend[RS_CHUNK];
     for (size_t base = 0; base < n; base += RS_CHUNK) {
-        size_t m = n - base < RS_CHUNK ? n - base : RS_CHUNK, np = 0;
-        /* Stage 1 for the chunk, then all first MACs together (the AES rounds of several
-         * packets overlap), then stage 2. */
+        size_t m = n - base < RS_CHUNK ? n - base : RS_CHUNK, nj = 0;
+        /* Stage 1 for the chunk, then all MACs together (the AES rounds of several packets
+         * overlap), then the verdicts, in arrival order. */
         for (size_t j = 0; j < m; j++) {
             size_t i = base + j;
-            if (lens[i] > stride) {
-                memset(&r[j], 0, sizeof(r[j]));
-                st[j] = RS_TRUNCATED;
+            uint8_t *pkt = buf + i * stride;
+            uint32_t len = lens[i];
+            job[j] = (uint8_t)nj;
+            if (len <= stride && fast_stage1(&b, pkt, len, &f[j], jobs, &nj)) {
+                kind[j] = K_FAST;
                 continue;
             }
-            st[j] = stage1(cfg, buf + i * stride, lens[i], ingress, ext, now, &r[j], &w[j]);
+            if (len > stride) {
+                memset(&r[j], 0, sizeof(r[j]));
+                st[j] = RS_TRUNCATED;
+            } else {
+                st[j] = stage1(cfg, pkt, len, ingress, b.ext, now, &r[j], &w[j]);
+            }
             if (st[j] == RS_PENDING) {
-                infos[np] = w[j].info;
-                hops[np] = w[j].hop;
-                segs[np] = w[j].seg;
-                pend[np++] = j;
+                kind[j] = K_SLOW;
+                job_of_work(&w[j], &jobs[nj++]);
+            } else {
+                kind[j] = K_DONE;
             }
         }
-        hm_hop_verify_many(&cfg->key, np, infos, hops, segs, good);
-        for (size_t q = 0; q < np; q++) {
-            size_t j = pend[q];
-            st[j] = stage2(cfg, ingress, now, &r[j], &w[j], good[q]);
-        }
+        hm_verify_jobs(&cfg->key, nj, jobs, good);
         for (size_t j = 0; j < m; j++) {
             size_t i = base + j;
-            reason[i] = (uint8_t)st[j];
-            action[i] = r[j].action;
-            egress[i] = r[j].egress;
-            pointer[i] = r[j].pointer;
+            if (kind[j] == K_FAST) {
+                const rs_fast *fp = &f[j];
+                int g1 = good[job[j]];
+                int ok = g1 & ((fp->writes & FW_XOVER) ? good[job[j] + 1] : 1);
+                if (__builtin_expect(ok, 1)) {
+                    if (fp->writes & FW_INFO)
+                        st32le(fp->info, fp->info_w);
+                    if (fp->writes & FW_INFO2)
+                        st32le(fp->info2, fp->info2_w);
+                    if (fp->writes & FW_META)
+                        st32le(fp->path, fp->meta_w);
+                    reason[i] = RS_OK;
+                    action[i] = fp->action;
+                    egress[i] = fp->egress;
+                    pointer[i] = 0;
+                    group_add(&gr, i, (uint32_t)fp->action << 16 | fp->egress);
+                    continue;
+                }
+                st[j] = slow_with_mac(cfg, buf + i * stride, lens[i], &b, g1, &r[j]);
+            } else if (kind[j] == K_SLOW) {
+                st[j] = stage2(cfg, ingress, now, &r[j], &w[j], good[job[j]]);
+            }
+            put_out(i, reason, action, egress, pointer, st[j], &r[j]);
             if (st[j] == RS_OK)
-                ok++;
+                group_add(&gr, i, (uint32_t)r[j].action << 16 | r[j].egress);
         }
     }
-    for (size_t i = 0; i < n; i++) {
-        if (reason[i] != RS_OK)
-            continue;
-        /* Distinct keys kept sorted in group_key, their counts in group_off. */
-        uint32_t key = ((uint32_t)action[i] << 16) | egress[i];
-        int found = 1;
-        size_t at = last;
-        if (g == 0 || group_key[last] != key)
-            at = find_key(group_key, g, key, &found);
-        if (!found) {
-            memmove(group_key + at + 1, group_key + at, (g - at) * sizeof(uint32_t));
-            memmove(group_off + at + 1, group_off + at, (g - at) * sizeof(uint32_t));
-            group_key[at] = key;
-            group_off[at] = 0;
-            g++;
-        }
-        group_off[at]++;
-        last = at;
+
+    size_t g = gr.g, ok = gr.ok;
+    *n_ok = ok;
+    if (g <= 1) {
+        /* One link (the usual case): `order` already lists the group in arrival order. */
+        group_off[0] = 0;
+        group_off[g] = (uint32_t)ok;
+        return g;
     }
-    /* Counts -> end offsets, then fill backwards so each group keeps arrival order and each
-     * group_off[k] ends at the group's start. */
+    /* Several groups: counts -> end offsets, then fill backwards so each group keeps arrival
+     * order and each group_off[k] ends at the group's start. */
     uint32_t acc = 0;
     for (size_t k = 0; k < g; k++) {
         acc += group_off[k];
         group_off[k] = acc;
     }
-    last = 0;
+    size_t last = 0;
     for (size_t i = n; i-- > 0;) {
         if (reason[i] != RS_OK)
             continue;
@@ -480,6 +826,5 @@ size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_
         order[--group_off[last]] = (uint32_t)i;
     }
     group_off[g] = (uint32_t)ok;
-    *n_ok = ok;
     return g;
 }

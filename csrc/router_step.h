@@ -97,7 +97,10 @@ int rs_step(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, 
             rs_result *out);
 
 /* The step over a batch: slot i at buf + i*stride with length lens[i] (lens[i] > stride is
- * reported as RS_TRUNCATED, never read past the slot).  Writes reason[i], action[i],
+ * reported as RS_TRUNCATED, never read past the slot).  Gives every packet exactly what rs_step
+ * gives it (reason, action, egress, pointer, bytes): common packets are decided on a fast path
+ * that can only accept what the reference accepts, all others by the reference itself (see
+ * router_step.c).  The MACs of a chunk of packets are computed together.  Writes reason[i], action[i],
  * egress[i], pointer[i].  Then lists the OK packets in `order`, grouped by (action, egress)
  * in ascending order and stable within a group; group g is order[group_off[g] ..
  * group_off[g+1]) with key group_key[g] = action << 16 | egress.  `order` and `group_key`

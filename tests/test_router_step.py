@@ -3,7 +3,9 @@ table, the batch form, and robustness against arbitrary bytes."""
 
 from __future__ import annotations
 
+import itertools
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -503,3 +505,286 @@ def test_batch_of_garbage_never_crashes_and_agrees_with_step(pkts: list[bytes]) 
     for i, p in enumerate(pkts):
         if len(p) <= 160:
             assert a["reason"][i] == r.step(bytearray(p), ingress=2, now=TRACE_NOW)[0]
+
+
+# ---- the batch fast path against the reference step ----------------------------------------
+# rs_batch decides common packets on a fast path that may only accept what the reference
+# (stage1/stage2, which rs_step runs) accepts, writing the same bytes; anything else goes to the
+# reference.  These compare the two on valid packets of every shape under random router
+# configurations, and on packets mutated where the MAC does not cover them.
+
+KF = bytes(range(100, 116))  # one key for every hop of the minted paths: any router verifies them
+IA_SRC, IA_DST = ia("1-ff00:0:110"), ia("2-ff00:0:220")
+NOWS = [TRACE_NOW, 0x61B399D8 + 10 * EXP_UNIT, 0x61B399D8 + 64 * EXP_UNIT + 1, 0x61B399D8 + 300 * EXP_UNIT]
+
+
+def _hops(pairs: list[tuple[int, int]], peer_at: int = -1) -> tuple[BeaconHop, ...]:
+    # Expiry times differ hop by hop so that the sampled `now`s expire some and not others.
+    return tuple(
+        BeaconHop(i, e, KF, exp_time=(0, 9, 63, 255)[k % 4], peer_ingress=4 if k == peer_at else 0)
+        for k, (i, e) in enumerate(pairs)
+    )
+
+
+def _walk(pkt: bytes, limit: int) -> list[bytes]:
+    """Every state of `pkt` along its path (egress, ingress, egress, ...) until a drop."""
+    states, cur, ingress = [pkt], pkt, False
+    for _ in range(limit):
+        try:
+            cur = process_hop(cur, KF, ingress=ingress, now=0x61B399D8)
+        except RouterDropError:
+            break
+        states.append(cur)
+        ingress = not ingress
+    return states
+
+
+def _cons_segment(pairs: list[tuple[int, int]], seed: int, at: int = 0) -> tuple[Any, list[Any]]:
+    """A segment in construction direction minted hop by hop, without the minting rules (so
+    singleton segments can be made): its info field carries the SegID as it is at hop `at`."""
+    from scion_appliance._fast.hopmac import HopFieldKey
+    from scion_appliance.scion.path import HopField, InfoField
+
+    ts, beta, hops, seg_id = 0x61B399D8, seed, [], seed
+    for k, (i, e) in enumerate(pairs):
+        exp = (0, 9, 63, 255)[k % 4]
+        mac = HopFieldKey(KF).hop_mac(beta, ts, exp, i, e)
+        hops.append(HopField(False, False, exp, i, e, mac))
+        seg_id = beta if k == at else seg_id
+        beta ^= int.from_bytes(mac[:2], "big")
+    return InfoField(True, False, seg_id, ts), hops
+
+
+def _raw_path(segments: list[tuple[Any, list[Any]]], curr_inf: int, curr_hf: int) -> bytes:
+    from scion_appliance.scion.path import ScionPath
+
+    return ScionPath.build(segments, curr_inf=curr_inf, curr_hf=curr_hf).to_bytes()
+
+
+def _fast_path_corpus() -> list[tuple[bytes, bytes]]:
+    ts = 0x61B399D8
+    up = SegmentSpec(_hops([(0, 1), (2, 3), (4, 1)]), ts, 0x1111, False)
+    core = SegmentSpec(_hops([(0, 3), (2, 1)]), ts + 6, 0x2222, False)
+    core_cons = SegmentSpec(_hops([(0, 3), (2, 1)]), ts + 6, 0x2323, True)
+    down = SegmentSpec(_hops([(0, 2), (1, 3), (4, 0)]), ts, 0x3333, True)
+    open_end = SegmentSpec(_hops([(0, 2), (1, 3), (4, 1)]), ts, 0x3434, True)  # last hop has an egress
+    shapes = [
+        [down],
+        [up],
+        [open_end],
+        [up, down],
+        [core_cons, down],
+        [up, core, down],
+        [SegmentSpec(_hops([(0, 1), (2, 3), (1, 2)], peer_at=1), ts, 0x4444, False, peer=True, start=1),
+         SegmentSpec(_hops([(0, 2), (3, 1), (1, 0)], peer_at=1), ts, 0x5555, True, peer=True, start=1)],
+    ]  # fmt: skip
+    out = [(p, KEYS[TRACE["steps"][i][1]]) for i, p in enumerate(PACKETS[:12])]
+    paths = [mint_path(segs) for segs in shapes]
+    # Singleton segments (valid only on peering paths): refused, with good MACs.
+    paths.append(_raw_path([_cons_segment([(0, 1), (2, 3)], 1), _cons_segment([(4, 1)], 2)], 0, 0))
+    paths.append(
+        _raw_path([_cons_segment([(0, 1), (2, 3)], 1), _cons_segment([(4, 1), (2, 3)], 2),
+                   _cons_segment([(4, 0)], 3)], 0, 0)
+    )  # fmt: skip
+    # 79 hops, the walk starting at hop 60 of the third segment: CurrHF reaches 63, where the
+    # reference writes it back in 6 bits (with CurrINF 2, so a missing mask would show).
+    long_segs = [
+        _cons_segment([(1, 2)] * 22, 5),
+        _cons_segment([(1, 2)] * 22, 6),
+        _cons_segment([(1, 2)] * 34 + [(1, 0)], 7, at=16),
+    ]
+    paths.append(_raw_path(long_segs, 2, 60))
+    for path in paths:
+        pkt = scion_packet(path, dst_ia=IA_DST, src_ia=IA_SRC)
+        out += [(s, KF) for s in _walk(pkt, 16)]
+    return out
+
+
+FAST_CORPUS = _fast_path_corpus()
+
+
+def _unmaced_offsets(pkt: bytes) -> list[int]:
+    """Header bytes outside every MAC input: common and address header, meta header, info-field
+    flags and reserved byte, hop-field router-alert flags."""
+    po = path_offset(pkt)
+    offs = list(range(28)) + list(range(po, po + 4))
+    if len(pkt) >= po + 4:
+        _, _, segs = meta(pkt)
+        n_inf = sum(1 for s in segs if s)
+        offs += [po + 4 + 8 * k + d for k in range(n_inf) for d in (0, 1)]
+        offs += [po + 4 + 8 * n_inf + 12 * k for k in range(sum(segs))]
+    return [o for o in offs if o < len(pkt)]
+
+
+def _batch_vs_steps(r: rs.RouterStep, pkts: list[bytes], ingress: int, now: int) -> list[int]:
+    stride = 1100
+    n = len(pkts)
+    buf = bytearray(n * stride)
+    lens = memoryview(bytearray(4 * n)).cast("I")
+    for i, p in enumerate(pkts):
+        buf[i * stride : i * stride + len(p)] = p
+        lens[i] = len(p)
+    a = _batch_arrays(n)
+    n_ok, groups = r.batch(buf, lens, n, stride, ingress, now, **a)
+    codes = []
+    for i, p in enumerate(pkts):
+        single = bytearray(p)
+        code, action, egress, pointer, _ = r.step(single, ingress=ingress, now=now)
+        got = (a["reason"][i], a["action"][i], a["egress"][i], a["pointer"][i])
+        assert got == (code, action, egress, pointer), (
+            f"packet {i}: batch {got}, step {code, action, egress, pointer}"
+        )
+        assert buf[i * stride : i * stride + len(p)] == single, f"packet {i}: bytes differ from the step's"
+        codes.append(code)
+    ok = [i for i in range(n) if codes[i] == rs.OK]
+    assert n_ok == len(ok)
+    keys = sorted({a["action"][i] << 16 | a["egress"][i] for i in ok})
+    assert [a["group_key"][g] for g in range(groups)] == keys
+    for g, key in enumerate(keys):
+        members = list(a["order"][a["group_off"][g] : a["group_off"][g + 1]])
+        assert members == [i for i in ok if a["action"][i] << 16 | a["egress"][i] == key]
+    return codes
+
+
+def test_batch_fast_path_corpus_is_forwarded_like_single_steps() -> None:
+    # Every corpus state under a router that takes it (the step kind the walk gave it): the
+    # batch accepts what the step accepts, with the same bytes; the corpus is mostly accepted,
+    # so the fast path's acceptances, not only its refusals, are what is compared.
+    accepted = 0
+    for mode in (rs.MODE_INGRESS_ONLY, rs.MODE_EGRESS_ALL):
+        for key in {k for _, k in FAST_CORPUS}:
+            pkts = [p for p, k in FAST_CORPUS if k == key]
+            r = rs.RouterStep(key, mode=mode)
+            codes = _batch_vs_steps(r, pkts, 0, 0x61B399D8)
+            accepted += codes.count(rs.OK)
+    assert accepted >= len(FAST_CORPUS) * 2 // 3
+
+
+def test_batch_fast_path_corpus_in_table_mode() -> None:
+    # Table mode over link-type assignments of interfaces 1..4 (all owned; 4 a sibling's in
+    # half of them): plain hops and segment changes forwarded, handed to siblings, refused.
+    seen: set[tuple[int, int]] = set()
+    by_key: dict[bytes, list[bytes]] = {}
+    for p, k in FAST_CORPUS:
+        by_key.setdefault(k, []).append(p)
+    for n, lts in enumerate(itertools.product((rs.LINK_CORE, rs.LINK_CHILD, rs.LINK_PARENT), repeat=3)):
+        for key, pkts in by_key.items():
+            r = rs.RouterStep(key, mode=rs.MODE_TABLE)
+            for ifid, lt in enumerate((*lts, rs.LINK_CHILD), start=1):
+                r.set_interface(ifid, lt, owned=ifid != 4 or n % 2 == 0)
+            for ingress in range(5):
+                codes = _batch_vs_steps(r, pkts, ingress, 0x61B399D8)
+                for p, c in zip(pkts, codes, strict=True):
+                    if c == rs.OK:
+                        _, action, _, _, flags = r.step(bytearray(p), ingress=ingress, now=0x61B399D8)
+                        seen.add((action, flags & rs.F_XOVER))
+    # (action, flags) pairs: forwarded plain, forwarded after a segment change, to a sibling.
+    assert {(rs.ACT_FORWARD, 0), (rs.ACT_FORWARD, rs.F_XOVER), (rs.ACT_SIBLING, 0)} <= seen
+
+
+def _variants(pkt: bytes) -> list[bytes]:
+    """Single edits of `pkt` where the checks look: every header byte (flips of low and high
+    bits), the meta header, the info fields, the hop fields around CurrHF (MAC, alert flags,
+    interfaces, expiry), and the path cut short by HdrLen (down to less than the address
+    header) with the lengths kept consistent."""
+    po = path_offset(pkt)
+    _, hf, segs = meta(pkt)
+    n_inf, n_hops = sum(1 for x in segs if x), sum(segs)
+    hops_at = po + 4 + 8 * n_inf
+    edits = [(o, x) for o in range(po + 4) for x in (0x01, 0x02, 0x40, 0x80)]
+    edits += [(po + 4 + 8 * k + d, x) for k in range(n_inf) for d in range(8) for x in (0x01, 0x02, 0x80)]
+    near = range(max(0, hf - 1), min(n_hops, hf + 3))
+    edits += [(hops_at + 12 * k + d, x) for k in near for d in range(12) for x in (0x01, 0x02)]
+    out = []
+    for o, x in edits:
+        v = bytearray(pkt)
+        v[o] ^= x
+        out.append(bytes(v))
+    for k in (1, 2, 3, pkt[5] - 8):
+        v = bytearray(pkt)
+        v[5] -= k
+        v[6:8] = (int.from_bytes(v[6:8], "big") + 4 * k).to_bytes(2, "big")
+        out.append(bytes(v))
+    return out
+
+
+def _configs() -> list[tuple[int, int, int, int, tuple[tuple[int, bool, bool], ...]]]:
+    """(mode, ingress, local ISD-AS, now, table of interfaces 1..4 as (link type, owned, up))."""
+    c, p, k, e = rs.LINK_CORE, rs.LINK_PARENT, rs.LINK_CHILD, rs.LINK_PEER
+    tables = [
+        ((c, True, True), (c, True, True), (c, True, True), (c, False, True)),
+        ((p, True, True), (k, True, True), (c, True, True), (e, True, True)),
+        ((k, True, True), (p, True, True), (k, True, False), (c, False, True)),
+        ((c, True, True), (k, False, False), (p, True, True), (k, True, True)),
+    ]
+    trace_ias = {int.from_bytes(q[o : o + 8], "big") for q in PACKETS for o in (12, 20)}
+    locals_ = [0, IA_SRC, IA_DST, ia("1-ff00:0:999"), *sorted(trace_ias)]
+    shapes: list[tuple[int, int, tuple[tuple[int, bool, bool], ...]]] = [
+        (rs.MODE_INGRESS_ONLY, 0, ()),
+        (rs.MODE_INGRESS_ONLY, 2, ()),
+        (rs.MODE_EGRESS_ALL, 0, ()),
+    ]
+    shapes += [(rs.MODE_TABLE, ing, t) for t in tables for ing in (0, 1, 2, 3, 4)]
+    return [(m, ing, loc, now, t) for m, ing, t in shapes for loc in locals_ for now in NOWS]
+
+
+def test_batch_matches_steps_on_systematic_variants() -> None:
+    # Originals under every configuration; each single-edit variant under one of them.
+    configs = _configs()
+    work: dict[tuple[int, bytes], list[bytes]] = {}
+    for s_i, (pkt, key) in enumerate(FAST_CORPUS):
+        for c_i in range(len(configs)):
+            work.setdefault((c_i, key), []).append(pkt)
+        for v_i, v in enumerate(_variants(pkt)):
+            work.setdefault(((s_i * 7 + v_i) % len(configs), key), []).append(v)
+    codes: set[int] = set()
+    for (c_i, key), pkts in work.items():
+        mode, ingress, local, now, table = configs[c_i]
+        r = rs.RouterStep(key, mode=mode, local_ia=local)
+        for ifid, (lt, owned, up) in enumerate(table, start=1):
+            r.set_interface(ifid, lt, owned=owned, up=up)
+        codes.update(_batch_vs_steps(r, pkts, ingress, now))
+    # The comparison met every outcome the fast path has to get exactly right or refuse.
+    assert set(range(rs.N_REASONS)) - codes <= {reasons.NO_INGRESS_IF}
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    picks=st.lists(
+        st.tuples(
+            st.integers(0, 10**6),
+            st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255), st.booleans()), max_size=2),
+        ),
+        min_size=1,
+        max_size=24,
+    ),
+    mode=st.sampled_from([rs.MODE_TABLE, rs.MODE_TABLE, rs.MODE_INGRESS_ONLY, rs.MODE_EGRESS_ALL]),
+    ia_pick=st.integers(0, 3),
+    links=st.lists(st.tuples(st.integers(0, 4), st.booleans(), st.booleans()), min_size=4, max_size=4),
+    ingress=st.integers(0, 4),
+    now=st.sampled_from(NOWS),
+)
+def test_batch_agrees_with_single_steps_under_any_configuration(
+    picks: list[tuple[int, list[tuple[int, int, bool]]]],
+    mode: int,
+    ia_pick: int,
+    links: list[tuple[int, bool, bool]],
+    ingress: int,
+    now: int,
+) -> None:
+    pkts = []
+    for pick, edits in picks:
+        pkt = bytearray(FAST_CORPUS[pick % len(FAST_CORPUS)][0])
+        for where, x, anywhere in edits:
+            offs = range(len(pkt)) if anywhere else _unmaced_offsets(bytes(pkt))
+            pkt[offs[where % len(offs)]] ^= x
+        pkts.append(bytes(pkt))
+    key = FAST_CORPUS[picks[0][0] % len(FAST_CORPUS)][1]
+    first = pkts[0]
+    local = [0, int.from_bytes(first[12:20], "big"), int.from_bytes(first[20:28], "big"), ia("1-ff00:0:999")]
+    r = rs.RouterStep(key, mode=mode, local_ia=local[ia_pick])
+    if mode == rs.MODE_TABLE:
+        for ifid, (lt, owned, up) in enumerate(links, start=1):
+            if lt:
+                r.set_interface(ifid, lt, owned=owned, up=up)
+    _batch_vs_steps(r, pkts, ingress, now)
