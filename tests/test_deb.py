@@ -394,55 +394,69 @@ def upgraded_copy(deb: Path, out: Path) -> tuple[Path, str]:
     return path, newer
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_install_upgrade_remove_purge(deb: Path, overlay: OverlayRoot, tmp_path: Path) -> None:
-    o = overlay
+def scripts_only_package(out: Path, version: str) -> Path:
+    """A package with the real maintainer scripts, conffiles and config directory but a one-file program
+    instead of the virtualenv: what dpkg runs on install, upgrade, remove and purge, built in a second."""
+    tree = out / f"tree-{version}"
+    (tree / "DEBIAN").mkdir(parents=True)
+    for script in SCRIPTS:
+        shutil.copy2(DEB_DIR / script, tree / "DEBIAN" / script)
+    (tree / "DEBIAN" / "conffiles").write_text(f"/etc/{NAME}/appliance.toml.example\n/etc/default/{NAME}\n")
+    (tree / "DEBIAN" / "control").write_text(
+        f"Package: {NAME}\nVersion: {version}\nArchitecture: all\nMaintainer: tests <tests@example.org>\n"
+        f"Depends: adduser\nDescription: maintainer scripts of {NAME} under test\n"
+    )
+    (tree / "etc" / NAME).mkdir(parents=True, mode=0o750)
+    (tree / "etc" / NAME).chmod(0o750)
+    shutil.copy(ROOT / "packaging" / "appliance.example.toml", tree / "etc" / NAME / "appliance.toml.example")
+    (tree / "etc" / "default").mkdir()
+    shutil.copy(DEB_DIR / "default", tree / "etc" / "default" / NAME)
+    (tree / PREFIX.lstrip("/") / "bin").mkdir(parents=True)
+    program = tree / PREFIX.lstrip("/") / "bin" / NAME
+    program.write_text(f"#!/bin/sh\necho scion-appliance {version}\n")
+    program.chmod(0o755)
+    path = out / f"{NAME}_{version}_all.deb"
+    dpkg_deb("--root-owner-group", "-b", str(tree), str(path))
+    return path
+
+
+def skip_if_installed_here(o: OverlayRoot) -> None:
     if o.run(f"dpkg-query -W -f='${{Status}}' {NAME}", check=False).stdout.endswith(" installed"):
         pytest.skip(
             f"{NAME} is installed on this machine itself; the overlay test needs a machine without it"
         )
-    o.put(deb, "/tmp/v1.deb")
-    o.put(GOLDEN, "/tmp/golden.bin")
 
-    # Install: the user, the config directory, a working command; the service is left alone.
-    done = o.run("dpkg -i /tmp/v1.deb")
+
+def check_install(o: OverlayRoot, deb: str) -> str:
+    """Install: the user and group, the config directory; the service is left alone. Returns the uid."""
+    done = o.run(f"dpkg -i {deb}")
     assert "the service is not enabled" in done.stdout
-    assert o.run(f"{NAME} --version").stdout.strip() == f"scion-appliance {__version__}"
-    decoded = json.loads(o.run(f"{NAME} decode /tmp/golden.bin").stdout)
-    assert decoded["dst_isd_as"] == "1-ff00:0:111" and decoded["l4"]["checksum_valid"] is True
     user = o.run(f"getent passwd {NAME}").stdout.strip().split(":")
     assert user[5:] == [f"/var/lib/{NAME}", "/usr/sbin/nologin"]
     assert o.run(f"getent group {NAME}").stdout.startswith(f"{NAME}:")
     assert o.run(f"stat -c '%U:%G %a' /etc/{NAME}").stdout.strip() == f"root:{NAME} 750"
-    # The service user can run the installed program; the shipped example config is valid.
-    assert o.run(f"setpriv --reuid={NAME} --regid={NAME} --clear-groups {NAME} --version").returncode == 0
-    o.run(f"{NAME} check-config /etc/{NAME}/appliance.toml.example")
-    if o.run("command -v systemd-analyze", check=False).returncode == 0:
-        verify = o.run(f"systemd-analyze verify /lib/systemd/system/{NAME}.service", check=False)
-        assert verify.returncode == 0, verify.stderr
-    # Nothing was written under /opt/scion-appliance by running it.
-    assert o.run(f"dpkg -V {NAME}").stdout == ""
+    return user[2]
 
-    # Upgrade to a rebuilt package: state, the operator's config and local conffile edits are kept.
-    newer, newer_version = upgraded_copy(deb, tmp_path)
-    o.put(newer, "/tmp/v2.deb")
+
+def check_upgrade(o: OverlayRoot, deb: str, version: str, uid: str) -> None:
+    """Upgrade: state, the operator's config and local conffile edits are kept; the user is reused."""
     o.run(f"mkdir -p /var/lib/{NAME} && echo kept > /var/lib/{NAME}/marker")
     o.run(f"cp /etc/{NAME}/appliance.toml.example /etc/{NAME}/appliance.toml")
     o.run(f"echo OTEL_SERVICE_NAME=edge-1 >> /etc/default/{NAME}")
-    uid = user[2]
-    o.run("dpkg -i /tmp/v2.deb")
-    assert o.run(f"dpkg-query -W -f='${{Version}}' {NAME}").stdout == newer_version
+    done = o.run(f"dpkg -i {deb}")
+    assert "the service is not enabled" not in done.stdout  # the first-install hint is not repeated
+    assert o.run(f"dpkg-query -W -f='${{Version}}' {NAME}").stdout == version
     assert o.run(f"cat /var/lib/{NAME}/marker").stdout == "kept\n"
     assert "OTEL_SERVICE_NAME=edge-1" in o.run(f"cat /etc/default/{NAME}").stdout
     assert o.run(f"getent passwd {NAME}").stdout.split(":")[2] == uid
-    assert o.run(f"{NAME} --version").returncode == 0
+    assert o.run(f"stat -c '%U:%G %a' /etc/{NAME}").stdout.strip() == f"root:{NAME} 750"
 
-    # Remove: the program goes; conffiles, state and the user stay.
+
+def check_remove_and_purge(o: OverlayRoot, deb: str, uid: str) -> None:
+    # Remove: the program goes; conffiles, state, the operator's config and the user stay.
     o.run(f"dpkg -r {NAME}")
     assert o.run(f"dpkg-query -W -f='${{Status}}' {NAME}").stdout == "deinstall ok config-files"
-    for gone in (PREFIX, f"/usr/bin/{NAME}", f"/lib/systemd/system/{NAME}.service"):
-        assert o.run(f"test -e {gone}", check=False).returncode == 1, gone
+    assert o.run(f"test -e {PREFIX}", check=False).returncode == 1
     for kept in (f"/etc/default/{NAME}", f"/var/lib/{NAME}/marker", f"/etc/{NAME}/appliance.toml"):
         o.run(f"test -e {kept}")
     o.run(f"getent passwd {NAME}")
@@ -457,7 +471,7 @@ def test_install_upgrade_remove_purge(deb: Path, overlay: OverlayRoot, tmp_path:
 
     # Install again (the existing user is reused) and purge with /etc/scion-appliance left empty: all gone.
     o.run(f"rm /etc/{NAME}/appliance.toml")
-    o.run("dpkg -i /tmp/v2.deb")
+    o.run(f"dpkg -i {deb}")
     assert o.run(f"getent passwd {NAME}").stdout.split(":")[2] == uid
     o.run(f"dpkg -P {NAME}")
     assert o.run(f"dpkg-query -W {NAME}", check=False).returncode != 0
@@ -465,3 +479,48 @@ def test_install_upgrade_remove_purge(deb: Path, overlay: OverlayRoot, tmp_path:
         assert o.run(f"test -e {gone}", check=False).returncode == 1, gone
     assert o.run(f"getent passwd {NAME}", check=False).returncode == 2
     assert o.run(f"getent group {NAME}", check=False).returncode == 2
+
+
+def test_maintainer_scripts_install_upgrade_remove_purge(overlay: OverlayRoot, tmp_path: Path) -> None:
+    """The real maintainer scripts through dpkg's whole lifecycle, without building the program."""
+    o = overlay
+    skip_if_installed_here(o)
+    o.put(scripts_only_package(tmp_path, "0.0.1-1"), "/tmp/v1.deb")
+    o.put(scripts_only_package(tmp_path, "0.0.1-2"), "/tmp/v2.deb")
+    uid = check_install(o, "/tmp/v1.deb")
+    # A second configure (dpkg-reconfigure, or an interrupted install retried) changes nothing.
+    if o.run("command -v dpkg-reconfigure", check=False).returncode == 0:
+        o.run(f"dpkg-reconfigure {NAME}")
+    assert o.run(f"getent passwd {NAME}").stdout.split(":")[2] == uid
+    check_upgrade(o, "/tmp/v2.deb", "0.0.1-2", uid)
+    check_remove_and_purge(o, "/tmp/v2.deb", uid)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_install_upgrade_remove_purge(deb: Path, overlay: OverlayRoot, tmp_path: Path) -> None:
+    o = overlay
+    skip_if_installed_here(o)
+    o.put(deb, "/tmp/v1.deb")
+    o.put(GOLDEN, "/tmp/golden.bin")
+    uid = check_install(o, "/tmp/v1.deb")
+
+    # The installed program runs, for root and for the service user; the shipped example config is valid.
+    assert o.run(f"{NAME} --version").stdout.strip() == f"scion-appliance {__version__}"
+    decoded = json.loads(o.run(f"{NAME} decode /tmp/golden.bin").stdout)
+    assert decoded["dst_isd_as"] == "1-ff00:0:111" and decoded["l4"]["checksum_valid"] is True
+    assert o.run(f"setpriv --reuid={NAME} --regid={NAME} --clear-groups {NAME} --version").returncode == 0
+    o.run(f"{NAME} check-config /etc/{NAME}/appliance.toml.example")
+    if o.run("command -v systemd-analyze", check=False).returncode == 0:
+        verify = o.run(f"systemd-analyze verify /lib/systemd/system/{NAME}.service", check=False)
+        assert verify.returncode == 0, verify.stderr
+    # Running it wrote nothing under /opt/scion-appliance: every file still matches dpkg's md5sums.
+    assert o.run(f"dpkg -V {NAME}").stdout == ""
+
+    newer, newer_version = upgraded_copy(deb, tmp_path)
+    o.put(newer, "/tmp/v2.deb")
+    check_upgrade(o, "/tmp/v2.deb", newer_version, uid)
+    assert o.run(f"{NAME} --version").returncode == 0
+    check_remove_and_purge(o, "/tmp/v2.deb", uid)
+    for gone in (f"/usr/bin/{NAME}", f"/lib/systemd/system/{NAME}.service"):
+        assert o.run(f"test -e {gone}", check=False).returncode == 1, gone
