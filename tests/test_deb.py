@@ -314,10 +314,12 @@ for d in proc sys dev; do mount --rbind /$d {self.merged}/$d; done
 mount -t tmpfs tmpfs {self.merged}/tmp
 mount -t tmpfs tmpfs {self.merged}/run
 echo ready
-exec sleep 3600
+exec cat >/dev/null
 """
         self.proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            # The namespace lives as long as this pipe: if the test process dies, cat sees EOF and exits.
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -361,7 +363,7 @@ exec sleep 3600
 
     def close(self) -> None:
         self.proc.kill()
-        self.proc.wait()
+        self.proc.communicate()
 
 
 @pytest.fixture
