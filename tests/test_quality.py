@@ -68,7 +68,9 @@ def test_score_rtt_reacts_to_a_jump_within_two_samples_but_recovers_slowly() -> 
     answer(q, 102, 3.2, 0.010)
     answer(q, 103, 3.3, 0.010)
     assert q.rtt_recent == pytest.approx(0.010)
-    assert q.rtt is not None and q.rtt == pytest.approx(q.rtt_ewma) and q.rtt > 0.015  # the EWMA still remembers
+    assert (
+        q.rtt is not None and q.rtt == pytest.approx(q.rtt_ewma) and q.rtt > 0.015
+    )  # the EWMA still remembers
 
 
 def test_loss_is_share_of_lost_probes_over_the_window() -> None:
@@ -296,3 +298,14 @@ def test_data_rtt_is_the_median_of_recent_acks_and_proven_at_the_latest_round_tr
     assert q.proven_at == pytest.approx(1.02 - 0.012)
     answer(q, 1, 1.5, 0.01)
     assert q.proven_at == pytest.approx(1.5)  # a probe sent at 1.5 came back: the path delivered then
+
+
+def test_a_stale_ack_baseline_charges_no_old_losses() -> None:
+    # Traffic left the path during a loss burst and comes back a second later: the first new ack must
+    # not count the burst's losses (they are older than the data window) against the path.
+    q = PathQuality(QualityConfig(data_window=0.5, data_loss_min_sent=1))
+    q.data_acked(1.0, 100, 100, 0.01)
+    q.data_acked(2.0, 150, 110, 0.01)  # 40 of 50 lost, but the baseline is 1 s old: a new baseline
+    assert q.data_loss(2.0) is None
+    q.data_acked(2.1, 160, 120, 0.01)
+    assert q.data_loss(2.1) == 0.0

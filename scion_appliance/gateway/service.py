@@ -247,15 +247,16 @@ class Gateway:
     ) -> bool | None:
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
-        result = await self._cm.__aexit__(t, e, tb)
-        for peer in self._sessions.values():
-            peer.expire()
-        for _, tun in self._by_index.values():
-            tun.close()
-        self._by_index.clear()
-        if self._sock is not None:
-            self._sock.close()
-        return result
+        try:
+            return await self._cm.__aexit__(t, e, tb)
+        finally:  # also when the block raised: keys wiped, the port free for the next gateway
+            for peer in self._sessions.values():
+                peer.expire()
+            for _, tun in self._by_index.values():
+                tun.close()
+            self._by_index.clear()
+            if self._sock is not None:
+                self._sock.close()
 
     # -- the datagram API ---------------------------------------------------------------------------
 

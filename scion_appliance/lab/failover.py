@@ -46,6 +46,8 @@ class Trial:
     lost: int
     sent: int
     detected_s: float | None  # from the break to the first switch away from the broken path
+    back_on_failed: int  # datagrams sent on the broken path after the first switch away (before repair)
+    on_broken_link: int  # ... on any path crossing the broken link
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Flow:
     arrived: dict[int, float] = field(default_factory=dict)
     arrival_order: list[int] = field(default_factory=list)
     send_errors: int = 0
+    sent_on_down: int = 0  # datagrams that went out on a path whose quality said DOWN at that moment
 
     def outage(self, first: int, last: int) -> tuple[float, int]:
         """(outage seconds, datagrams lost) among sequence numbers [first, last)."""
@@ -142,6 +145,11 @@ class Rig:
             try:
                 info = await self.a.send(self.dst, b"%d" % seq)
                 path = str(info["path"])
+                # Nothing ran between the send's path choice and here (no await after it), so this is
+                # the path's state when the datagram left.
+                q = self.a.prober.quality.get(path)
+                if q is not None and q.is_down:
+                    f.sent_on_down += 1
             except GatewayError:
                 f.send_errors += 1
                 path = ""
@@ -190,13 +198,22 @@ class Rig:
             await trio.sleep(0.005)
         after = str(self.active())
         last = len(self.flow.sent_at)
+        paths = self.flow.sent_path[first:last]
+        moved = next((i for i, p in enumerate(paths) if p and p != before), len(paths))
+        crossing = {
+            p.id for p in self.lab.paths(self.lab.leaves[0], self.dst) if victim in self.lab.links_of(p)
+        }
+        back_on_failed = sum(1 for p in paths[moved:] if p == before)
+        on_broken = sum(1 for p in paths[moved:] if p in crossing)
         if kind == "cut":
             await self.change("restore", victim)
         else:
             await self.change("impair", victim)
         await trio.sleep(settle)  # late arrivals of [first, last) land; the repaired link answers probes
         outage, lost = self.flow.outage(max(0, first - 20), last)
-        return Trial(kind, victim, before, after, outage, lost, last - first, detected)
+        return Trial(
+            kind, victim, before, after, outage, lost, last - first, detected, back_on_failed, on_broken
+        )
 
 
 @asynccontextmanager

@@ -163,7 +163,8 @@ class PathQuality:
         self._unanswered_since: float | None = None  # first data send since the last thing received
         self._ack_srtt: float | None = None  # data round trip as acks measure it (RFC 6298)
         self._ack_rttvar = 0.0
-        self._ack_base: tuple[int, int] | None = None  # (sent seq, far end's received count) of the last ack
+        # (sent seq, far end's received count, when) of the last ack
+        self._ack_base: tuple[int, int, float] | None = None
         self._data: deque[tuple[float, int, int]] = deque(maxlen=64)  # (ack time, sent, received) deltas
         self._ack_rtts: deque[tuple[float, float]] = deque(maxlen=c.data_rtt_samples)  # (ack time, rtt)
         self.acks = 0
@@ -249,7 +250,9 @@ class PathQuality:
                 self._ack_rttvar = 0.75 * self._ack_rttvar + 0.25 * abs(self._ack_srtt - rtt)
                 self._ack_srtt = 0.875 * self._ack_srtt + 0.125 * rtt
         base = self._ack_base
-        if base is not None:
+        # A baseline older than the data window would charge this sample with losses long past (the
+        # path carried no data for a while, e.g. traffic comes back to it): start over instead.
+        if base is not None and now - base[2] <= self.config.data_window:
             d_sent = sent_seq - base[0]
             if d_sent <= 0:
                 return  # an older ack overtaken by a newer one: nothing new
@@ -258,7 +261,7 @@ class PathQuality:
             # count on the far end (a forgotten path): start over from this ack.
             if d_recv <= d_sent + 64:
                 self._data.append((now, d_sent, d_recv))
-        self._ack_base = (sent_seq, received)
+        self._ack_base = (sent_seq, received, now)
 
     # -- derived values ------------------------------------------------------------------------------
 

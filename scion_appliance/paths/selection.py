@@ -8,23 +8,32 @@ Rules kept here:
   (or excluded) the answer is ``None`` with the reason.
 - Ranking (best first): healthy measured paths; then paths not yet measured; then paths with a
   problem (suspect, loss above ``failover_loss_threshold``, RTT above ``failover_rtt_threshold`` x the
-  lowest healthy RTT, or data slower than its own probes: acked data RTT above
-  ``failover_rtt_threshold`` x the path's probe RTT + ``data_rtt_slack``, which shows a slowdown
-  before the probes do). Within a tier: recently failed paths that have not yet proven themselves for
-  their recovery hold come last, paths crossing a preferred AS come first, then the metric (lowest
-  RTT by default, or fewest hops), then the path id for determinism.
+  lowest healthy RTT by more than twice the path's jitter (noise is not degradation: with short RTTs
+  on a busy host, a few ms of scheduling delay make a 1.5x ratio), or data slower than its own
+  probes: acked data RTT above ``failover_rtt_threshold`` x the path's probe RTT + ``data_rtt_slack``,
+  which shows a slowdown before the probes do). Within a tier: recently failed paths that have not
+  yet proven themselves for their recovery hold come last, paths crossing a preferred AS come first,
+  then the metric (lowest RTT by default, or fewest hops), then the path id for determinism.
 - Failover is immediate when the active path is down, withdrawn, excluded, or has a problem while a
-  path without one exists. When the active path stopped delivering (down, or suspect: data unanswered)
-  the broken link is often shared by the next paths in the ranking, and their probes have not told yet.
-  So among the paths of the best tier the successor is one with fresh evidence of life (a round trip
-  that began after the failed path's last one that completed), then one sharing the fewest interfaces
-  with the failed path, then the usual ranking; a later voluntary switch (with its hysteresis) moves to the
-  best path once it has proven itself. Any other switch (a better path appeared, a failed path recovered) needs
-  both: the new path is better by the margin (``switch_margin`` relative and ``switch_margin_abs``
-  seconds, the two added), and the current choice has been held for ``min_dwell`` seconds. A path
-  that failed must stay healthy for its recovery hold (``min_dwell`` doubled per failure in a row,
-  at most ``max_recovery_hold``) before it can win a voluntary switch again: no flapping on a path
-  that keeps failing.
+  path without one exists. When the active path stopped delivering (down, or suspect: data
+  unanswered) the broken link is often shared by the next paths in the ranking, and their probes have
+  not told yet. So the successor is a path that has not fallen lately (not recovering) if there is one,
+  from the best tier, with fresh evidence of life (a round trip that began after the failed path's
+  last one that completed), sharing the fewest interfaces with the failed path, then the usual
+  ranking; a later voluntary switch (with its hysteresis) moves to the best path once it has proven
+  itself. A path whose only problem is a worse RTT is not left for one that is still recovering
+  from a failure (that would be the first half of a flap).
+- Any other switch (a better path appeared, a failed path recovered) needs both: the new path is
+  better by the margin (``switch_margin`` relative and ``switch_margin_abs`` seconds, the two added),
+  and the current choice has been held for ``min_dwell`` seconds. A path that failed must stay
+  healthy for its recovery hold (``min_dwell`` doubled per failure in a row, at most
+  ``max_recovery_hold``) before it can win a voluntary switch again: no flapping on a path that keeps
+  failing.
+- Shared risk: when two or more paths fell from healthy to a problem of their own within
+  ``shared_risk_window`` seconds and have not recovered, the interfaces they all cross are the likely
+  fault; any other path crossing one of them ranks with the problem paths until those recover (so
+  traffic skips the paths that share the broken link instead of trying them one by one). A shared
+  risk never makes a working active path fail over by itself.
 - A pinned path wins while it is not down (and not excluded); otherwise selection proceeds normally
   and the reason says why the pin is not honoured.
 - Exploration: with probability ``exploration_probability`` a batch goes on another healthy
@@ -47,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from scion_appliance.paths.quality import PathState, QualitySnapshot
-from scion_appliance.paths.source import PathInfo
+from scion_appliance.paths.source import PathInfo, PathInterface
 
 
 class Metric(enum.StrEnum):
@@ -71,6 +80,7 @@ class SelectionPolicy:
     switch_margin_abs: float = 0.002
     min_dwell: float = 2.0
     max_recovery_hold: float = 60.0
+    shared_risk_window: float = 5.0  # how long failed paths cast suspicion on what they share (0: off)
     spread_paths: int = 1
     # Data crosses the far gateway (a busy process) too: its RTT may exceed the probes' by this much.
     data_rtt_slack: float = 0.05
@@ -128,6 +138,7 @@ class _PathRecord:
     failures: int = 0  # good -> problem transitions not yet forgiven
     good_since: float | None = None
     last_failure: float | None = None
+    fell: float | None = None  # the last good -> problem transition (never set by a path never good)
 
 
 @dataclass(slots=True)
@@ -298,7 +309,15 @@ class PathSelector:
             return self._commit(remote, ev, current, now, _join(note, ev.describe(current)), failover=False)
 
         problem = ev.problem(current)
-        if problem is not None and ev.tier(best) != TIER_PROBLEM and self._degraded(remote, ev, current):
+        # Leaving a path that merely compares badly (RTT) for one that failed a moment ago is the first
+        # half of a flap: that needs the recovered path to be settled, as a voluntary switch does.
+        urgent = ev.absolute_problem(current) is not None or not ev.recovering(best)
+        if (
+            problem is not None
+            and urgent
+            and ev.tier(best) != TIER_PROBLEM
+            and self._degraded(remote, ev, current)
+        ):
             if current.quality.suspect:
                 best = _successor(ev, current)
             why = f"failover: path {current.path.short_id} {problem}; now {best.path.short_id}, "
@@ -330,7 +349,9 @@ class PathSelector:
         if q.suspect or q.loss > self.policy.failover_loss_threshold or _slow_data(q, self.policy):
             return True
         base = remote.chosen_rtt
-        return base is None or (q.rtt is not None and q.rtt > self.policy.failover_rtt_threshold * base)
+        return base is None or (
+            q.rtt is not None and q.rtt > self.policy.failover_rtt_threshold * base + 2 * q.jitter
+        )
 
     def _commit(
         self, remote: _Remote, ev: _Evaluation, chosen: Candidate, now: float, why: str, failover: bool
@@ -418,10 +439,12 @@ class _Evaluation:
             for c in self.candidates
             if c.quality.state is not PathState.DOWN and not (ex and c.path.crosses(ex))
         ]
+        self.at_risk, self._risk_paths = _shared_risk(policy, self.candidates, remote.records, now)
         clean = [
             c
             for c in self.usable
-            if c.quality.rtt is not None
+            if not self.risk(c)
+            and c.quality.rtt is not None
             and not c.quality.suspect
             and c.quality.loss <= policy.failover_loss_threshold
             and not _slow_data(c.quality, policy)
@@ -452,7 +475,25 @@ class _Evaluation:
             )
         return None
 
+    def risk(self, c: Candidate) -> PathInterface | None:
+        """An interface of ``c`` that every path that just failed crosses too (see the module rules)."""
+        if not self.at_risk:
+            return None
+        return next((i for i in c.path.interfaces if i in self.at_risk), None)
+
     def problem(self, c: Candidate) -> str | None:
+        """The path's own problem, or the shared risk of crossing where other paths just failed."""
+        found = self.own_problem(c)
+        if found is not None:
+            return found
+        risky = self.risk(c)
+        if risky is not None:
+            return (
+                f"at risk: crosses {risky.ia}#{risky.ifid} like the {self._risk_paths} paths that just failed"
+            )
+        return None
+
+    def own_problem(self, c: Candidate) -> str | None:
         """An absolute problem, or an RTT above the threshold factor over the best comparable path
         (the best preferred path for a preferred one)."""
         found = self.absolute_problem(c)
@@ -460,7 +501,7 @@ class _Evaluation:
             return found
         q, p = c.quality, self.policy
         best = self.min_rtt_preferred if self.preferred(c) and self.min_rtt_preferred else self.min_rtt
-        if q.rtt is not None and best is not None and q.rtt > p.failover_rtt_threshold * best:
+        if q.rtt is not None and best is not None and q.rtt > p.failover_rtt_threshold * best + 2 * q.jitter:
             return f"RTT {_ms(q.rtt)} above {p.failover_rtt_threshold:g} x best {_ms(best)}"
         return None
 
@@ -480,6 +521,11 @@ class _Evaluation:
             return False
         return self.now - rec.good_since >= self._hold(rec)
 
+    def recovering(self, c: Candidate) -> bool:
+        """Did the path fall from healthy lately and has not yet been healthy for its recovery hold?"""
+        rec = self._records.get(c.path.id)
+        return rec is not None and rec.fell is not None and not self.settled(c)
+
     def _hold(self, rec: _PathRecord) -> float:
         p = self.policy
         return min(p.min_dwell * 2 ** max(0, min(rec.failures - 1, 16)), p.max_recovery_hold)
@@ -489,10 +535,12 @@ class _Evaluation:
         for c in self.candidates:
             seen.add(c.path.id)
             rec = remote.records.setdefault(c.path.id, _PathRecord())
-            if c.path.id not in self.usable_ids or self.problem(c) is not None:
+            if c.path.id not in self.usable_ids or self.own_problem(c) is not None:
                 if rec.good_since is not None or rec.last_failure is None:
                     rec.failures += 1
                     rec.last_failure = now
+                if rec.good_since is not None:
+                    rec.fell = now
                 rec.good_since = None
             else:
                 if rec.good_since is None:
@@ -562,6 +610,24 @@ class _Evaluation:
         return prefix + f"RTT {_ms(c.quality.rtt)}"
 
 
+def _shared_risk(
+    policy: SelectionPolicy, candidates: Sequence[Candidate], records: dict[str, _PathRecord], now: float
+) -> tuple[frozenset[PathInterface], int]:
+    """Interfaces crossed by every path that fell (good -> problem) within the window and has not
+    recovered, when there are at least two such paths: the likely place of a shared fault."""
+    window = policy.shared_risk_window
+    if window <= 0:
+        return frozenset(), 0
+    fallen = []
+    for c in candidates:
+        rec = records.get(c.path.id)
+        if rec is not None and rec.fell is not None and rec.good_since is None and now - rec.fell <= window:
+            fallen.append(frozenset(c.path.interfaces))
+    if len(fallen) < 2:
+        return frozenset(), 0
+    return frozenset.intersection(*fallen), len(fallen)
+
+
 def _slow_data(q: QualitySnapshot, p: SelectionPolicy) -> bool:
     return (
         q.data_rtt is not None
@@ -575,7 +641,6 @@ def _successor(ev: _Evaluation, failed: Candidate) -> Candidate:
     pool = [c for c in ev.ranked if c is not failed]
     if not pool:
         return ev.ranked[0]
-    top = ev.tier(pool[0])
     gone = failed.quality.proven_at
     shared = set(failed.path.interfaces)
 
@@ -584,7 +649,7 @@ def _successor(ev: _Evaluation, failed: Candidate) -> Candidate:
         proven = c.quality.proven_at
         fresh = proven is not None and (gone is None or proven > gone)
         overlap = sum(1 for i in c.path.interfaces if i in shared)
-        return (ev.tier(c) != top, not ev.settled(c), not ev.preferred(c), not fresh, overlap, rank)
+        return (ev.recovering(c), ev.tier(c), not ev.preferred(c), not fresh, overlap, rank)
 
     return min(enumerate(pool), key=key)[1]
 
