@@ -424,6 +424,26 @@ static inline uint16_t be16_at(uint64_t w, unsigned k) {
 }
 static inline uint32_t bswap32_(uint32_t v) { return __builtin_bswap32(v); }
 
+#define SH_FIRST 0x01   /* CurrHF is 0 */
+#define SH_LAST 0x02    /* CurrHF is the last hop field */
+#define SH_XOVER 0x04   /* the next hop field starts the next segment */
+#define SH_AT_END 0x08  /* no next hop field */
+#define SH_XAT_END 0x10 /* after the segment change, no next hop field */
+
+/* What a path meta header, with HdrLen and the address lengths, says by itself: every check
+ * of stage1 on these bytes passed, and where the fields are.  A batch decodes it once per
+ * distinct header (the packets of one path at one hop share it) instead of once per packet;
+ * the key is the six bytes it is a function of, so a hit gives exactly what decoding would. */
+typedef struct rs_shape {
+    uint32_t meta_le; /* key: the meta header bytes as loaded */
+    uint16_t hb;      /* key: HdrLen << 8 | common header byte 9 (address lengths); 0 = empty */
+    uint8_t what;     /* SH_* */
+    uint16_t info_off, hop_off, info2_off, hop2_off; /* from the path start */
+    uint32_t meta_fwd;  /* meta header after a plain forward, as stored */
+    uint32_t meta_xsib; /* after a segment change, handed to a sibling */
+    uint32_t meta_xfwd; /* after a segment change, forwarded */
+} rs_shape;
+
 /* Per batch: what does not change from packet to packet. */
 typedef struct rs_bctx {
     const uint8_t *ifs;
@@ -434,6 +454,7 @@ typedef struct rs_bctx {
     uint8_t check_in;     /* from an external link with a known interface: the hop must name it */
     uint8_t pair_plain;   /* bit elt: (ingress link type, elt) is a valid hop without segment change */
     uint8_t pair_xover;   /* bit elt: ... a valid segment change */
+    rs_shape shape;       /* the last path meta header decoded */
 } rs_bctx;
 
 static void bctx_init(rs_bctx *b, const rs_config *cfg, uint16_t ingress, uint64_t now) {
@@ -445,6 +466,7 @@ static void bctx_init(rs_bctx *b, const rs_config *cfg, uint16_t ingress, uint64
     b->ingress = ingress;
     b->ingress_raw = (uint16_t)((ingress >> 8) | (ingress << 8));
     b->check_in = (uint8_t)(b->ext && ingress);
+    b->shape.hb = 0;
     b->pair_plain = b->pair_xover = 0;
     if (cfg->mode == RS_MODE_TABLE && b->ext) {
         /* The same pairs as stage2's link-type tests. */
@@ -518,95 +540,160 @@ static inline void put_job(hm_job *job, uint64_t a, uint64_t h, uint32_t mac_hi,
 
 /* The egress checks of stage2 for egress `eg` of hop word h: 0 unless all pass; *owned says
  * whether the egress link is ours (else a sibling's). */
-static inline int fast_egress(const rs_bctx *b, uint16_t eg, uint64_t h, uint32_t cons, uint8_t pairs,
-                              int *owned) {
-    int own, bad = eg == 0;
+static inline __attribute__((always_inline)) int fast_egress(const rs_bctx *b, uint16_t eg, uint64_t h,
+                                                             uint32_t cons, uint8_t pairs, int *owned) {
+    if (eg == 0)
+        return 0;
+    int own;
     if (b->mode == RS_MODE_TABLE) {
-        uint8_t e = b->ifs[eg];
+        uint32_t e = b->ifs[eg];
         own = (e & RS_IF_OWNED) != 0;
-        bad |= (e & RS_LINK_MASK) == RS_LINK_NONE;
-        if (b->ext)
-            bad |= !((pairs >> (e & RS_LINK_MASK)) & 1);
-        else
-            bad |= !own;
-        bad |= (e & RS_IF_DOWN) != 0;
+        /* Link type known and a valid pair (from outside) or our own link (from inside; the
+         * pair masks are 0 then), and not down. */
+        uint32_t allowed = b->ext ? pairs : (own ? 0xfe : 0);
+        if (!((allowed >> (e & RS_LINK_MASK)) & 1) || (e & RS_IF_DOWN))
+            return 0;
     } else {
         own = b->mode == RS_MODE_EGRESS_ALL;
     }
     /* The egress router alert (ours only on our own link) is the reference's business. */
-    bad |= own && (h & (cons ? 0x01 : 0x02));
+    if (own && (h & (cons ? 0x01 : 0x02)))
+        return 0;
     *owned = own;
-    return !bad;
+    return 1;
+}
+
+/* Path offset (common + address header length) from byte 9 (DT|DL|ST|SL). */
+#define PO_(x) (uint8_t)(CMN_LEN + 16 + 8 + 4 * (((x) >> 4) & 3) + 4 * ((x) & 3))
+#define PO8_(x) PO_(x), PO_(x + 1), PO_(x + 2), PO_(x + 3), PO_(x + 4), PO_(x + 5), PO_(x + 6), PO_(x + 7)
+#define PO32_(x) PO8_(x), PO8_(x + 8), PO8_(x + 16), PO8_(x + 24)
+static const uint8_t path_off_of[256] = {PO32_(0),   PO32_(32),  PO32_(64),  PO32_(96),
+                                         PO32_(128), PO32_(160), PO32_(192), PO32_(224)};
+#undef PO_
+#undef PO8_
+#undef PO32_
+
+/* Decodes a path meta header (see rs_shape) into *sh; 0, leaving *sh as it was, unless every
+ * stage1 check on these bytes passes for a standard path without singleton segments.
+ * `avail` is HdrLen minus the path offset. */
+static __attribute__((noinline)) int shape_fill(rs_shape *sh, uint32_t meta_le, uint16_t hb, uint32_t avail) {
+    uint32_t meta = bswap32_(meta_le);
+    uint32_t hf = (meta >> 24) & 0x3f, inf = meta >> 30;
+    uint32_t s0 = (meta >> 12) & 0x3f, s1 = (meta >> 6) & 0x3f, s2 = meta & 0x3f;
+    /* Segment shape with no singleton (the fast path takes no peering flag): s0 >= 2, s1 and
+     * s2 0 or >= 2, s2 only after s1. */
+    if (s0 < 2 || s1 == 1 || s2 == 1 || (s1 == 0 && s2 != 0))
+        return 0;
+    uint32_t hops_at = META_LEN + INFO_LEN + (s1 ? INFO_LEN : 0) + (s2 ? INFO_LEN : 0);
+    uint32_t num_hops = s0 + s1 + s2;
+    /* The whole path within HdrLen; CurrHF in range and CurrINF its segment (then CurrINF <
+     * NumINF too). */
+    if (hops_at + HOP_LEN * num_hops > avail || hf >= num_hops || inf != inf_of(hf, s0, s1))
+        return 0;
+    uint32_t nhf = hf + 1, ninf = inf_of(nhf, s0, s1);
+    uint32_t what = (hf == 0 ? SH_FIRST : 0) | (nhf == num_hops ? SH_LAST : 0);
+    sh->info_off = (uint16_t)(META_LEN + INFO_LEN * inf);
+    sh->hop_off = (uint16_t)(hops_at + HOP_LEN * hf);
+    if (nhf >= num_hops) {
+        what |= SH_AT_END;
+    } else if (ninf != inf) {
+        what |= SH_XOVER | (nhf + 1 >= num_hops ? SH_XAT_END : 0);
+        sh->info2_off = (uint16_t)(META_LEN + INFO_LEN * ninf);
+        sh->hop2_off = (uint16_t)(hops_at + HOP_LEN * nhf);
+        sh->meta_xsib = meta_raw(meta, ninf, nhf);
+        sh->meta_xfwd = meta_raw(meta, inf_of(nhf + 1, s0, s1), nhf + 1);
+    } else {
+        sh->meta_fwd = meta_raw(meta, inf, nhf);
+    }
+    sh->what = (uint8_t)what;
+    sh->meta_le = meta_le;
+    sh->hb = hb;
+    return 1;
 }
 
 /* Stage 1 and the decision of stage 2 on the fast path: 1 when, given good MACs, every check
  * of stage1/stage2 passes on a standard path without the peering flag; then *f holds what to
  * write and answer, and one MAC job (two for a segment change) is appended at jobs[*nj].  0
- * otherwise.  Nothing is written to the packet here. */
-static inline __attribute__((always_inline)) int fast_stage1(const rs_bctx *b, uint8_t *pkt, uint32_t len,
+ * otherwise.  Nothing is written to the packet here.  Each refusal is a branch that real
+ * traffic almost never takes. */
+static inline __attribute__((always_inline)) int fast_stage1(rs_bctx *b, uint8_t *pkt, uint32_t len,
                                                              rs_fast *f, hm_job *jobs, size_t *nj) {
-    if (len < CMN_LEN + 16)
+    if (len < CMN_LEN + 16 || pkt[8] != PT_SCION)
         return 0;
-    uint32_t hdr = (uint32_t)pkt[5] * 4, b9 = pkt[9];
-    uint32_t path_off = CMN_LEN + 16 + 8 + ((b9 >> 2) & 0x0c) + ((b9 << 2) & 0x0c);
+    uint32_t hdr = (uint32_t)pkt[5] * 4, path_off = path_off_of[pkt[9]];
     /* hdr + PayloadLen == len also gives hdr <= len: the path lies inside the packet. */
-    if (pkt[8] != PT_SCION || hdr < path_off + META_LEN || hdr + rd16(pkt + 6) != len)
+    if (hdr < path_off + META_LEN || hdr + rd16(pkt + 6) != len)
         return 0;
     uint8_t *path = pkt + path_off;
-    uint32_t meta = bswap32_(ld32le(path));
-    uint32_t hf = (meta >> 24) & 0x3f, inf = meta >> 30;
-    uint32_t s0 = (meta >> 12) & 0x3f, s1 = (meta >> 6) & 0x3f, s2 = meta & 0x3f;
-    /* Segment shape with no singleton (no peering flag here): s0 >= 2, s1 and s2 0 or >= 2,
-     * s2 only after s1. */
-    int bad = (s0 < 2) | (s1 == 1) | (s2 == 1) | ((s1 == 0) & (s2 != 0));
-    uint32_t hops_at = META_LEN + INFO_LEN * (1 + (s1 != 0) + (s2 != 0)), num_hops = s0 + s1 + s2;
-    bad |= hops_at + HOP_LEN * num_hops > hdr - path_off;
-    /* CurrHF in range and CurrINF its segment (then CurrINF < NumINF too). */
-    bad |= (hf >= num_hops) | (inf != inf_of(hf, s0, s1));
-    if (bad)
+    uint32_t meta_le = ld32le(path);
+    uint16_t hb = (uint16_t)(pkt[5] << 8 | pkt[9]);
+    const rs_shape *sh = &b->shape;
+    if (__builtin_expect(meta_le != sh->meta_le || hb != sh->hb, 0) &&
+        !shape_fill(&b->shape, meta_le, hb, hdr - path_off))
         return 0;
-    uint8_t *info = path + META_LEN + INFO_LEN * inf, *hop = path + hops_at + HOP_LEN * hf;
+    uint32_t what = sh->what;
+    uint8_t *info = path + sh->info_off, *hop = path + sh->hop_off;
     uint64_t a = ld64le(info), h = ld64le(hop);
     uint32_t cons = (uint32_t)a & 0x01;
-    bad = (a & 0x02) != 0; /* peering flag: the reference path */
-    bad |= expired_raw(a, h, b->now);
-    if (b->check_in)
-        bad |= (uint16_t)(h >> (cons ? 16 : 32)) != b->ingress_raw;
-    if (b->ext)
-        bad |= (h & (cons ? 0x02 : 0x01)) != 0; /* ingress router alert */
-    uint32_t last_hop = hf == num_hops - 1, deliver;
+    /* The peering flag (the reference's business), then expiry. */
+    if ((a & 0x02) || expired_raw(a, h, b->now))
+        return 0;
+    if (b->ext) {
+        if (b->check_in && (uint16_t)(h >> (cons ? 16 : 32)) != b->ingress_raw)
+            return 0;
+        if (h & (cons ? 0x02 : 0x01)) /* ingress router alert */
+            return 0;
+    }
+    uint32_t last_hop = (what & SH_LAST) != 0, deliver;
     if (b->local_ia) {
         uint64_t dst = rd64(pkt + CMN_LEN), src = rd64(pkt + CMN_LEN + 8);
-        int src_local = src == b->local_ia, dst_local = dst == b->local_ia;
-        if (!b->ext)
-            bad |= ((hf == 0) & !src_local) | dst_local;
-        else
-            bad |= src_local | (last_hop != (uint32_t)dst_local);
-        deliver = (uint32_t)dst_local;
+        uint32_t src_local = src == b->local_ia, dst_local = dst == b->local_ia;
+        if (!b->ext ? (((what & SH_FIRST) && !src_local) || dst_local) : (src_local || last_hop != dst_local))
+            return 0;
+        deliver = dst_local;
     } else {
         deliver = b->ext && last_hop;
     }
-    if (bad)
-        return 0;
     /* Against construction direction the ingress router chains the SegID back: the MAC is
      * checked with the chained value, which is also what is written. */
     uint32_t chain = !cons && b->ext;
-    uint32_t info_w = seg_updated(a, h);
     hm_job *job = &jobs[*nj];
-    put_job(job, a, h, ld32le(hop + 8), chain ? (h >> 32) & 0xffff0000u : 0);
-    f->path = path;
-    f->info = info;
-    f->info_w = info_w;
     if (deliver) {
         f->egress = 0;
         f->action = RS_ACT_DELIVER;
         f->writes = (uint8_t)(chain ? FW_INFO : 0);
+    } else if (__builtin_expect(what & SH_XOVER, 0)) {
+        /* Segment change (only valid from an external link): the next hop field is checked
+         * with its own info field, whose SegID nothing before has changed. */
+        if (!b->ext)
+            return 0;
+        uint8_t *info2 = path + sh->info2_off, *hop2 = path + sh->hop2_off;
+        uint64_t a2 = ld64le(info2), h2 = ld64le(hop2);
+        uint32_t cons2 = (uint32_t)a2 & 0x01;
+        int owned;
+        uint16_t eg = egress_of(h2, cons2);
+        if (expired_raw(a2, h2, b->now) || !fast_egress(b, eg, h2, cons2, b->pair_xover, &owned))
+            return 0;
+        /* SH_XAT_END is never set while the shape rule forbids singleton segments; checked so
+         * that this path does not lean on that rule. */
+        if (owned && (what & SH_XAT_END))
+            return 0; /* path at end */
+        f->egress = eg;
+        f->info2 = info2;
+        f->info2_w = seg_updated(a2, h2);
+        if (!owned) {
+            f->action = RS_ACT_SIBLING;
+            f->writes = (uint8_t)(FW_XOVER | FW_META | (chain ? FW_INFO : 0));
+            f->meta_w = sh->meta_xsib;
+        } else {
+            f->action = RS_ACT_FORWARD;
+            f->writes = (uint8_t)(FW_XOVER | FW_META | (chain ? FW_INFO : 0) | (cons2 ? FW_INFO2 : 0));
+            f->meta_w = sh->meta_xfwd;
+        }
+        put_job(job + 1, a2, h2, ld32le(hop2 + 8), 0);
         *nj += 1;
-        return 1;
-    }
-    uint32_t nhf = hf + 1, ninf = inf_of(nhf, s0, s1);
-    int owned;
-    if (nhf >= num_hops || ninf == inf) {
+    } else {
+        int owned;
         uint16_t eg = egress_of(h, cons);
         if (!fast_egress(b, eg, h, cons, b->pair_plain, &owned))
             return 0;
@@ -615,47 +702,20 @@ static inline __attribute__((always_inline)) int fast_stage1(const rs_bctx *b, u
             f->action = RS_ACT_SIBLING;
             f->writes = (uint8_t)(chain ? FW_INFO : 0);
         } else {
-            if (nhf >= num_hops)
+            if (what & SH_AT_END)
                 return 0; /* path at end */
             /* Chained back at ingress (against construction direction) or forward at egress
              * (in it): the same new SegID, never both. */
             f->action = RS_ACT_FORWARD;
             f->writes = (uint8_t)(FW_META | (chain | cons ? FW_INFO : 0));
-            f->meta_w = meta_raw(meta, inf, nhf);
+            f->meta_w = sh->meta_fwd;
         }
-        *nj += 1;
-        return 1;
     }
-    /* Segment change (only valid from an external link): the next hop field is checked with
-     * its own info field, whose SegID nothing before has changed. */
-    if (!b->ext)
-        return 0;
-    uint8_t *info2 = path + META_LEN + INFO_LEN * ninf, *hop2 = path + hops_at + HOP_LEN * nhf;
-    uint64_t a2 = ld64le(info2), h2 = ld64le(hop2);
-    uint32_t cons2 = (uint32_t)a2 & 0x01;
-    if (expired_raw(a2, h2, b->now))
-        return 0;
-    uint16_t eg = egress_of(h2, cons2);
-    if (!fast_egress(b, eg, h2, cons2, b->pair_xover, &owned))
-        return 0;
-    f->egress = eg;
-    f->info2 = info2;
-    f->info2_w = seg_updated(a2, h2);
-    if (!owned) {
-        f->action = RS_ACT_SIBLING;
-        f->writes = (uint8_t)(FW_XOVER | FW_META | (chain ? FW_INFO : 0));
-        f->meta_w = meta_raw(meta, ninf, nhf);
-    } else {
-        /* Never true while the shape rule forbids singleton segments; kept so that this
-         * path does not lean on that rule. */
-        if (nhf + 1 >= num_hops)
-            return 0; /* path at end */
-        f->action = RS_ACT_FORWARD;
-        f->writes = (uint8_t)(FW_XOVER | FW_META | (chain ? FW_INFO : 0) | (cons2 ? FW_INFO2 : 0));
-        f->meta_w = meta_raw(meta, inf_of(nhf + 1, s0, s1), nhf + 1);
-    }
-    put_job(job + 1, a2, h2, ld32le(hop2 + 8), 0);
-    *nj += 2;
+    f->path = path;
+    f->info = info;
+    f->info_w = seg_updated(a, h);
+    put_job(job, a, h, ld32le(hop + 8), chain ? (h >> 32) & 0xffff0000u : 0);
+    *nj += 1;
     return 1;
 }
 
@@ -683,6 +743,66 @@ static inline void job_of_work(const rs_work *w, hm_job *job) {
     put_job(job, a, h, ld32le(w->hop + 8), seg_raw ^ (a & 0xffff0000u));
 }
 
+#define K_DONE 0 /* decided in stage 1: st[j], r[j] */
+#define K_FAST 1 /* fast path: f[j], MAC job(s) from job[j] */
+#define K_SLOW 2 /* reference: w[j], r[j], MAC job job[j] */
+
+/* One chunk of the batch between the stages. */
+typedef struct rs_chunk {
+    rs_fast f[RS_CHUNK];
+    rs_work w[RS_CHUNK];
+    rs_result r[RS_CHUNK];
+    hm_job jobs[2 * RS_CHUNK];
+    uint8_t good[2 * RS_CHUNK];
+    uint8_t kind[RS_CHUNK], job[RS_CHUNK];
+    int st[RS_CHUNK];
+} rs_chunk;
+
+/* Stage 1 of the reference for a packet the fast path did not take. */
+static __attribute__((noinline)) void slow_stage1(const rs_config *cfg, const rs_bctx *b, uint8_t *pkt,
+                                                  uint32_t len, size_t stride, rs_chunk *c, size_t j,
+                                                  size_t *nj) {
+    if (len > stride) {
+        memset(&c->r[j], 0, sizeof(c->r[j]));
+        c->st[j] = RS_TRUNCATED;
+    } else {
+        c->st[j] = stage1(cfg, pkt, len, b->ingress, b->ext, b->now, &c->r[j], &c->w[j]);
+    }
+    if (c->st[j] == RS_PENDING) {
+        c->kind[j] = K_SLOW;
+        job_of_work(&c->w[j], &c->jobs[*nj]);
+        *nj += 1;
+    } else {
+        c->kind[j] = K_DONE;
+    }
+}
+
+/* Stage 1 over packets base .. base+m-1; returns the number of MAC jobs. */
+static __attribute__((noinline)) size_t chunk_stage1(const rs_config *cfg, rs_bctx *b, uint8_t *buf,
+                                                     size_t stride, const uint32_t *lens, size_t base, size_t m,
+                                                     rs_chunk *c) {
+    size_t nj = 0;
+    for (size_t j = 0; j < m; j++) {
+        uint8_t *pkt = buf + (base + j) * stride;
+        uint32_t len = lens[base + j];
+        c->job[j] = (uint8_t)nj;
+        if (__builtin_expect(len <= stride && fast_stage1(b, pkt, len, &c->f[j], c->jobs, &nj), 1))
+            c->kind[j] = K_FAST;
+        else
+            slow_stage1(cfg, b, pkt, len, stride, c, j, &nj);
+    }
+    return nj;
+}
+
+/* The reference's verdict for packet j of the chunk that the fast path did not finish. */
+static __attribute__((noinline)) void slow_finish(const rs_config *cfg, const rs_bctx *b, uint8_t *pkt,
+                                                  uint32_t len, rs_chunk *c, size_t j) {
+    if (c->kind[j] == K_FAST)
+        c->st[j] = slow_with_mac(cfg, pkt, len, b, c->good[c->job[j]], &c->r[j]);
+    else if (c->kind[j] == K_SLOW)
+        c->st[j] = stage2(cfg, b->ingress, b->now, &c->r[j], &c->w[j], c->good[c->job[j]]);
+}
+
 /* Grouping state: OK packets in arrival order, distinct keys sorted with their counts. */
 typedef struct rs_groups {
     uint32_t *order, *off, *key;
@@ -704,13 +824,8 @@ static inline size_t find_key(const uint32_t *keys, size_t g, uint32_t key, int 
     return lo;
 }
 
-/* Adds OK packet i with `key` to the groups (packets come in arrival order). */
-static inline void group_add(rs_groups *gr, size_t i, uint32_t key) {
-    gr->order[gr->ok++] = (uint32_t)i;
-    if (gr->g && key == gr->last_key) {
-        gr->off[gr->last]++;
-        return;
-    }
+/* A key not seen last: find or insert it among the sorted keys. */
+static __attribute__((noinline)) void group_insert(rs_groups *gr, uint32_t key) {
     int found;
     size_t g = gr->g, at = find_key(gr->key, g, key, &found);
     if (!found) {
@@ -720,14 +835,17 @@ static inline void group_add(rs_groups *gr, size_t i, uint32_t key) {
         gr->off[at] = 0;
         gr->g = g + 1;
     }
-    gr->off[at]++;
     gr->last = at;
     gr->last_key = key;
 }
 
-#define K_DONE 0  /* decided in stage 1: st[j], r[j] */
-#define K_FAST 1  /* fast path: f[j], MAC job(s) from job[j] */
-#define K_SLOW 2  /* reference: w[j], r[j], MAC job job[j] */
+/* Adds OK packet i with `key` to the groups (packets come in arrival order). */
+static inline void group_add(rs_groups *gr, size_t i, uint32_t key) {
+    gr->order[gr->ok++] = (uint32_t)i;
+    if (__builtin_expect(!gr->g || key != gr->last_key, 0))
+        group_insert(gr, key);
+    gr->off[gr->last]++;
+}
 
 size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_t *lens, size_t n,
                 uint16_t ingress, uint64_t now, uint8_t *reason, uint8_t *action, uint16_t *egress,
@@ -736,51 +854,25 @@ size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_
     rs_bctx b;
     bctx_init(&b, cfg, ingress, now);
     rs_groups gr = {order, group_off, group_key, 0, 0, 0, 0};
-    rs_fast f[RS_CHUNK];
-    rs_work w[RS_CHUNK];
-    rs_result r[RS_CHUNK];
-    hm_job jobs[2 * RS_CHUNK];
-    uint8_t good[2 * RS_CHUNK], kind[RS_CHUNK], job[RS_CHUNK];
-    int st[RS_CHUNK];
+    rs_chunk c;
     for (size_t base = 0; base < n; base += RS_CHUNK) {
-        size_t m = n - base < RS_CHUNK ? n - base : RS_CHUNK, nj = 0;
+        size_t m = n - base < RS_CHUNK ? n - base : RS_CHUNK;
         /* Stage 1 for the chunk, then all MACs together (the AES rounds of several packets
          * overlap), then the verdicts, in arrival order. */
+        size_t nj = chunk_stage1(cfg, &b, buf, stride, lens, base, m, &c);
+        hm_verify_jobs(&cfg->key, nj, c.jobs, c.good);
         for (size_t j = 0; j < m; j++) {
             size_t i = base + j;
-            uint8_t *pkt = buf + i * stride;
-            uint32_t len = lens[i];
-            job[j] = (uint8_t)nj;
-            if (len <= stride && fast_stage1(&b, pkt, len, &f[j], jobs, &nj)) {
-                kind[j] = K_FAST;
-                continue;
-            }
-            if (len > stride) {
-                memset(&r[j], 0, sizeof(r[j]));
-                st[j] = RS_TRUNCATED;
-            } else {
-                st[j] = stage1(cfg, pkt, len, ingress, b.ext, now, &r[j], &w[j]);
-            }
-            if (st[j] == RS_PENDING) {
-                kind[j] = K_SLOW;
-                job_of_work(&w[j], &jobs[nj++]);
-            } else {
-                kind[j] = K_DONE;
-            }
-        }
-        hm_verify_jobs(&cfg->key, nj, jobs, good);
-        for (size_t j = 0; j < m; j++) {
-            size_t i = base + j;
-            if (kind[j] == K_FAST) {
-                const rs_fast *fp = &f[j];
-                int g1 = good[job[j]];
-                int ok = g1 & ((fp->writes & FW_XOVER) ? good[job[j] + 1] : 1);
+            if (__builtin_expect(c.kind[j] == K_FAST, 1)) {
+                const rs_fast *fp = &c.f[j];
+                uint32_t w = fp->writes, q = c.job[j];
+                uint32_t ok = c.good[q] & ((w & FW_XOVER) ? c.good[q + 1] : 1);
                 if (__builtin_expect(ok, 1)) {
-                    if (fp->writes & FW_INFO)
+                    if (w & FW_INFO)
                         st32le(fp->info, fp->info_w);
-                    if (fp->writes & FW_INFO2)
+                    if (w & FW_INFO2)
                         st32le(fp->info2, fp->info2_w);
-                    if (fp->writes & FW_META)
+                    if (w & FW_META)
                         st32le(fp->path, fp->meta_w);
                     reason[i] = RS_OK;
                     action[i] = fp->action;
@@ -789,13 +881,11 @@ size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_
                     group_add(&gr, i, (uint32_t)fp->action << 16 | fp->egress);
                     continue;
                 }
-                st[j] = slow_with_mac(cfg, buf + i * stride, lens[i], &b, g1, &r[j]);
-            } else if (kind[j] == K_SLOW) {
-                st[j] = stage2(cfg, ingress, now, &r[j], &w[j], good[job[j]]);
             }
-            put_out(i, reason, action, egress, pointer, st[j], &r[j]);
-            if (st[j] == RS_OK)
-                group_add(&gr, i, (uint32_t)r[j].action << 16 | r[j].egress);
+            slow_finish(cfg, &b, buf + i * stride, lens[i], &c, j);
+            put_out(i, reason, action, egress, pointer, c.st[j], &c.r[j]);
+            if (c.st[j] == RS_OK)
+                group_add(&gr, i, (uint32_t)c.r[j].action << 16 | c.r[j].egress);
         }
     }
 

@@ -453,6 +453,14 @@ def test_batch_length_beyond_stride_is_truncated_not_read() -> None:
     assert [reasons.name(x) for x in a["reason"]] == ["ok", "truncated"] and n_ok == 1
 
 
+def test_batch_slot_shorter_than_a_consistent_packet_is_truncated() -> None:
+    # The lengths inside the packet agree with lens[i], but the slot holds only its header.
+    r, pk = fanout_router()
+    stride = pk[0][5] * 4 + 4
+    _, a, n_ok, _ = run_batch(r, [pk[0], pk[0]], stride, 5)
+    assert [reasons.name(x) for x in a["reason"]] == ["truncated", "truncated"] and n_ok == 0
+
+
 def test_batch_argument_checks() -> None:
     r, _ = fanout_router()
     a = _batch_arrays(2)
@@ -736,7 +744,9 @@ def test_batch_matches_steps_on_systematic_variants() -> None:
         for c_i in range(len(configs)):
             work.setdefault((c_i, key), []).append(pkt)
         for v_i, v in enumerate(_variants(pkt)):
-            work.setdefault(((s_i * 7 + v_i) % len(configs), key), []).append(v)
+            # Right after its original: whatever the batch remembers of the original's headers
+            # must not carry over to the variant.
+            work.setdefault(((s_i * 7 + v_i) % len(configs), key), []).extend((pkt, v))
     codes: set[int] = set()
     for (c_i, key), pkts in work.items():
         mode, ingress, local, now, table = configs[c_i]
