@@ -468,6 +468,18 @@ def test_batch_argument_checks() -> None:
     with pytest.raises(ValueError):
         r.batch(bytearray(100), lens, 2, 256, 5, TRACE_NOW, **a)
     assert r.batch(bytearray(0), lens, 0, 256, 5, TRACE_NOW, **a) == (0, 0)
+    buf = bytearray(2 * 256)
+    with pytest.raises(ValueError, match="egress: items must be 'H'"):
+        r.batch(buf, lens, 2, 256, 5, TRACE_NOW, **{**a, "egress": memoryview(bytearray(8)).cast("I")})
+    with pytest.raises(ValueError, match="lens: items must be 'I'"):
+        r.batch(buf, memoryview(bytearray(8)).cast("H"), 2, 256, 5, TRACE_NOW, **a)
+    with pytest.raises(ValueError, match="buf: "):
+        r.batch(bytes(buf), lens, 2, 256, 5, TRACE_NOW, **a)  # read-only
+    with pytest.raises(ValueError, match="group_off holds 2 entries, 3 needed"):
+        r.batch(buf, lens, 2, 256, 5, TRACE_NOW, **{**a, "group_off": memoryview(bytearray(8)).cast("I")})
+    with pytest.raises(TypeError):
+        r.batch(buf, [0, 0], 2, 256, 5, TRACE_NOW, **a)  # not a buffer
+    assert r.batch(buf, memoryview(bytes(8)).cast("I"), 2, 256, 5, TRACE_NOW, **a) == (0, 0)  # read-only lens
 
 
 # ---- robustness ----------------------------------------------------------------------------
