@@ -3,7 +3,11 @@
 Workloads (packets from tests/data/router-trace, hop keys from its trace.json):
 - transit: ff00:0:2 owning both links, packet 1 in on interface 2 and out on 1 (one MAC).
 - xover:   ff00:0:1 owning both links, packet 3 changes segment (two MACs).
-Measured in the same run, each the median of RUNS runs:
+- mixed:   ff00:0:2 as in transit, but the batch cycles through 20 minted paths (up segments of
+  3 to 6 hops, down segments of 2 or 3) crossing it at different hops: consecutive packets
+  never share a path meta header, so the step's per-batch decode memo does not help.
+Measured in the same run, each the median of RUNS runs, the runs of all measures of a workload
+interleaved (one run of each in turn) so that load from other processes falls on all alike:
 - step (C loop): RouterStep.bench_batch: per round, restore the bytes the step rewrites (path meta
   header and info fields, 28 bytes per packet) then rs_batch over the batch.
 - step (batch() from Python): one Python call per batch (64 and 256 packets), restore untimed.
@@ -17,6 +21,7 @@ import statistics
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import algorithms
@@ -27,7 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from scion_appliance._fast import routerstep as rs  # noqa: E402
 from scion_appliance._fast.hopmac import has_aesni  # noqa: E402
-from tests.router_trace import KEYS, PACKETS, TRACE_NOW  # noqa: E402
+from scion_appliance.router import process_hop  # noqa: E402
+from scion_appliance.scion.mint import BeaconHop, SegmentSpec, mint_path  # noqa: E402
+from tests.router_trace import KEYS, PACKETS, TRACE_NOW, scion_packet  # noqa: E402
 
 RUNS = 7
 BATCH = 64
@@ -41,38 +48,33 @@ def router(as_name: str, ingress_lt: int, egress_lt: int) -> rs.RouterStep:
     return r
 
 
-def make_batch(pkt: bytes, n: int = BATCH) -> tuple[bytearray, memoryview]:
+def make_batch(pkts: list[bytes], n: int = BATCH) -> tuple[bytearray, memoryview]:
+    """n slots cycling through pkts."""
     buf = bytearray(n * STRIDE)
     lens = memoryview(bytearray(4 * n)).cast("I")
     for i in range(n):
+        pkt = pkts[i % len(pkts)]
         buf[i * STRIDE : i * STRIDE + len(pkt)] = pkt
         lens[i] = len(pkt)
     return buf, lens
 
 
-def median_ns_per_packet(fn, packets_per_call: int) -> float:  # type: ignore[no-untyped-def]
-    samples = [fn() / packets_per_call for _ in range(RUNS)]
-    med = statistics.median(samples)
-    LAST_MIN[0] = min(samples)
-    return med
+Sampler = Callable[[], float]  # one run: ns/packet
 
 
-LAST_MIN = [0.0]
-
-
-def bench_step_c(r: rs.RouterStep, pkt: bytes, rounds: int) -> float:
-    buf, lens = make_batch(pkt)
+def bench_step_c(r: rs.RouterStep, pkts: list[bytes], rounds: int) -> Sampler:
+    buf, lens = make_batch(pkts)
     pristine = bytes(buf)
-    po = 12 + 16 + 4 * (((pkt[9] >> 4) & 3) + 1) + 4 * ((pkt[9] & 3) + 1)
+    po = 12 + 16 + 4 * (((pkts[0][9] >> 4) & 3) + 1) + 4 * ((pkts[0][9] & 3) + 1)
+    assert all(p[9] == pkts[0][9] for p in pkts)
     end = po + 4 + 8 * 3  # meta header + three info fields: all the step rewrites here
-    return median_ns_per_packet(
-        lambda: r.bench_batch(buf, pristine, lens, BATCH, STRIDE, 2, TRACE_NOW, end, rounds, po),
-        BATCH * rounds,
+    return lambda: (
+        r.bench_batch(buf, pristine, lens, BATCH, STRIDE, 2, TRACE_NOW, end, rounds, po) / (BATCH * rounds)
     )
 
 
-def bench_step_py(r: rs.RouterStep, pkt: bytes, rounds: int, n: int = BATCH) -> float:
-    buf, lens = make_batch(pkt, n)
+def bench_step_py(r: rs.RouterStep, pkts: list[bytes], rounds: int, n: int = BATCH) -> Sampler:
+    buf, lens = make_batch(pkts, n)
     pristine = bytes(buf)
     out = dict(
         reason=bytearray(n),
@@ -92,20 +94,18 @@ def bench_step_py(r: rs.RouterStep, pkt: bytes, rounds: int, n: int = BATCH) -> 
             n_ok, _ = r.batch(buf, lens, n, STRIDE, 2, TRACE_NOW, **out)
             total += time.perf_counter_ns() - t0
             assert n_ok == n
-        return total
+        return total / (n * rounds)
 
-    return median_ns_per_packet(run, n * rounds)
-
-
-def bench_limit(key: bytes, pkt: bytes, blocks: int, rounds: int) -> float:
-    buf, lens = make_batch(pkt)
-    hdr = pkt[5] * 4
-    return median_ns_per_packet(
-        lambda: rs._c_limit(key, buf, lens, BATCH, STRIDE, hdr, blocks, rounds), BATCH * rounds
-    )
+    return run
 
 
-def bench_cryptography(key: bytes, pkt: bytes, rounds: int) -> float:
+def bench_limit(key: bytes, pkts: list[bytes], blocks: int, rounds: int) -> Sampler:
+    buf, lens = make_batch(pkts)
+    hdr = max(p[5] for p in pkts) * 4
+    return lambda: rs._c_limit(key, buf, lens, BATCH, STRIDE, hdr, blocks, rounds) / (BATCH * rounds)
+
+
+def bench_cryptography(key: bytes, pkt: bytes, rounds: int) -> Sampler:
     po = 12 + 16 + 4 * (((pkt[9] >> 4) & 3) + 1) + 4 * ((pkt[9] & 3) + 1)
     meta = int.from_bytes(pkt[po : po + 4], "big")
     inf, hf = meta >> 30, (meta >> 24) & 0x3F
@@ -134,23 +134,50 @@ def bench_cryptography(key: bytes, pkt: bytes, rounds: int) -> float:
                 c = CMAC(algorithms.AES(key))
                 c.update(block)
                 assert c.finalize()[:6] == hop[6:12]
-        return time.perf_counter_ns() - t0
+        return (time.perf_counter_ns() - t0) / (BATCH * rounds)
 
-    return median_ns_per_packet(run, BATCH * rounds)
+    return run
 
 
-def measure(r: rs.RouterStep, key: bytes, pkt: bytes, blocks: int) -> list[tuple[str, float, float]]:
-    measured = []
-    for name, fn in [
-        ("raw limit (hdr copy + AES/MAC)", lambda: bench_limit(key, pkt, blocks, 2000)),
-        ("step, batch in C loop", lambda: bench_step_c(r, pkt, 2000)),
-        ("step, batch() from Python (64)", lambda: bench_step_py(r, pkt, 300)),
-        ("step, batch() from Python (256)", lambda: bench_step_py(r, pkt, 80, 256)),
-        ("cryptography CMAC per pkt (Py)", lambda: bench_cryptography(key, pkt, 20)),
-    ]:
-        med = fn()
-        measured.append((name, med, LAST_MIN[0]))
-    return measured
+def measure(r: rs.RouterStep, key: bytes, pkts: list[bytes], blocks: int) -> list[tuple[str, float, float]]:
+    measures = [
+        ("raw limit (hdr copy + AES/MAC)", bench_limit(key, pkts, blocks, 2000)),
+        ("step, batch in C loop", bench_step_c(r, pkts, 2000)),
+        ("step, batch() from Python (64)", bench_step_py(r, pkts, 300)),
+        ("step, batch() from Python (256)", bench_step_py(r, pkts, 80, 256)),
+    ]
+    if len(pkts) == 1:
+        measures.append(("cryptography CMAC per pkt (Py)", bench_cryptography(key, pkts[0], 20)))
+    samples: list[list[float]] = [[] for _ in measures]
+    for _ in range(RUNS):
+        for (_, fn), got in zip(measures, samples, strict=True):
+            got.append(fn())
+    return [
+        (name, statistics.median(got), min(got)) for (name, _), got in zip(measures, samples, strict=True)
+    ]
+
+
+def mixed_transit() -> list[bytes]:
+    """Packets arriving at ff00:0:2 on its child link 2 and leaving on parent link 1, on 20
+    different paths: up segments of 3 to 6 hops (this AS at each middle position), down
+    segments of 2 or 3; every hop keyed with ff00:0:2's key, walked there by process_hop."""
+    key, ts, out = KEYS["1-ff00:0:2"], 0x61B399D8, []
+    for up_len in (3, 4, 5, 6):
+        for down_len in (2, 3):
+            # Construction order: core first; a middle AS has ingress 1 (parent), egress 2 (child).
+            up = tuple(BeaconHop(0 if c == 0 else 1, 0 if c == up_len - 1 else 2, key) for c in range(up_len))
+            down = tuple(
+                BeaconHop(0 if c == 0 else 3, 0 if c == down_len - 1 else 4, key) for c in range(down_len)
+            )
+            path = mint_path(
+                [SegmentSpec(up, ts, 0x1000 + up_len, False), SegmentSpec(down, ts, 0x2000, True)]
+            )
+            cur = process_hop(scion_packet(path), key, ingress=False, now=TRACE_NOW)  # leaves the leaf
+            for _ in range(up_len - 2):  # each middle AS of the up segment: arrive, then leave
+                out.append(cur)
+                cur = process_hop(cur, key, ingress=True, now=TRACE_NOW, ingress_ifid=2)
+                cur = process_hop(cur, key, ingress=False, now=TRACE_NOW)
+    return out
 
 
 def main() -> int:
@@ -159,14 +186,16 @@ def main() -> int:
     )
     rows = []
     workloads = [
-        ("transit (1 MAC)", "1-ff00:0:2", PACKETS[1], rs.LINK_CHILD, rs.LINK_PARENT, 1),
-        ("xover (2 MACs)", "1-ff00:0:1", PACKETS[3], rs.LINK_CHILD, rs.LINK_CORE, 2),
+        ("transit (1 MAC)", "1-ff00:0:2", [PACKETS[1]], rs.LINK_CHILD, rs.LINK_PARENT, 1),
+        ("xover (2 MACs)", "1-ff00:0:1", [PACKETS[3]], rs.LINK_CHILD, rs.LINK_CORE, 2),
+        ("mixed (20 paths)", "1-ff00:0:2", mixed_transit(), rs.LINK_CHILD, rs.LINK_PARENT, 1),
     ]
-    for label, as_name, pkt, ilt, elt, blocks in workloads:
+    for label, as_name, pkts, ilt, elt, blocks in workloads:
         r = router(as_name, ilt, elt)
-        check = bytearray(pkt)
-        assert r.step(check, ingress=2, now=TRACE_NOW)[:2] == (rs.OK, rs.ACT_FORWARD), label
-        rows.append((label, measure(r, KEYS[as_name], pkt, blocks)))
+        for pkt in pkts:
+            check = bytearray(pkt)
+            assert r.step(check, ingress=2, now=TRACE_NOW)[:3] == (rs.OK, rs.ACT_FORWARD, 1), label
+        rows.append((label, measure(r, KEYS[as_name], pkts, blocks)))
     print()
     print(f"{'workload':16} {'measure':32} {'median ns':>9} {'min ns':>7} {'Mpkt/s':>7} {'x limit':>7}")
     for label, measured in rows:
