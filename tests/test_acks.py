@@ -1,11 +1,17 @@
-"""Data acknowledgements (sans-IO): the ack layout, the receiver's rate limit and count, the sender's log."""
+"""Data acknowledgements: the ack layout, the receiver's rate limit and count, the sender's log (sans-IO);
+and end to end, a path that stops delivering data is left though its probes still answer."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scion_appliance._fast import codec
 from scion_appliance.paths.acks import (
     ACK_INTERVAL,
     ACK_PLAINTEXT_LEN,
@@ -15,6 +21,9 @@ from scion_appliance.paths.acks import (
     decode_ack,
     encode_ack,
 )
+from scion_appliance.paths.quality import PathState
+from scion_appliance.paths.source import PathInfo
+from tests.test_gateway import HA, HB, IA1, free_port, pair
 
 
 def test_ack_layout_is_counter_then_count_little_endian() -> None:
@@ -79,3 +88,65 @@ def test_send_log_forgets_what_the_ring_overwrote() -> None:
     assert log.lookup(1, 1) is None  # slot 1 now holds counter 5
     found = log.lookup(1, 5)
     assert found is not None and found.seq == 6
+
+
+# --- end to end between two gateways on loopback -------------------------------------------------------
+
+
+class DataEater:
+    """A path between two gateways that passes SCMP (probes and their replies) and, once ``eat`` is
+    set, drops every UDP datagram: only the data plane can tell that this path stopped delivering."""
+
+    def __init__(self, a: tuple[str, int], b: tuple[str, int]) -> None:
+        self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.a, self.b = a, b
+        self.eat = False
+        self.eaten = 0
+
+    async def bind(self) -> tuple[str, int]:
+        await self.sock.bind(("127.0.0.13", 0))
+        return self.sock.getsockname()
+
+    async def run(self) -> None:
+        while True:
+            data, src = await self.sock.recvfrom(65535)
+            if self.eat and codec.parse_record(data)["l4_proto"] == 17:
+                self.eaten += 1
+                continue
+            await self.sock.sendto(data, self.b if src == self.a else self.a)
+
+
+async def test_a_path_that_stops_delivering_data_is_left_though_its_probes_answer() -> None:
+    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
+    relays = [DataEater((str(HA), pa_), (str(HB), pb_)) for _ in range(2)]
+    addrs = [await r.bind() for r in relays]
+    paths = [PathInfo(f"path{i}", i + 1, (), b"", addrs[i]) for i in range(2)]
+    a, b = pair(paths, paths, (pa_, pb_))
+    async with trio.open_nursery() as n, a, b:
+        for r in relays:
+            n.start_soon(r.run)
+        await trio.sleep(0.3)
+        first = (await a.send(IA1, b"start"))["path"]
+        for i in range(50):
+            await a.send(IA1, b"%d" % i)
+            await trio.sleep(0.002)
+        assert b.counters["acks_sent"] >= 3 and a.counters["acks_received"] >= 3
+        q = a.prober.quality[first]
+        assert q.acks >= 3 and q.data_rtt(time.monotonic()) is not None
+        relays[int(first[-1])].eat = True
+        t0 = time.monotonic()
+        moved = None
+        while time.monotonic() - t0 < 1.0:
+            info = await a.send(IA1, b"x")
+            if info["path"] != first:
+                moved = time.monotonic() - t0
+                break
+            await trio.sleep(0.002)
+        assert moved is not None and moved < 0.5
+        left = next(e for e in reversed(a.failover_log) if e["path"] != first)
+        assert (
+            left["failover"]
+            and f"failover: path {first[:8]} suspect: data sent, nothing back" in left["reason"]
+        )
+        assert q.snapshot(time.monotonic()).state is not PathState.DOWN  # its probes still answer
+        n.cancel_scope.cancel()

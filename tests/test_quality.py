@@ -309,3 +309,27 @@ def test_a_stale_ack_baseline_charges_no_old_losses() -> None:
     assert q.data_loss(2.0) is None
     q.data_acked(2.1, 160, 120, 0.01)
     assert q.data_loss(2.1) == 0.0
+
+
+def test_probe_answers_do_not_clear_data_suspicion_while_acked_data_flows() -> None:
+    # Probes may pass where data does not (MTU, a filter, a dead far gateway behind a live router).
+    q = PathQuality(QualityConfig(liveness_timeout=0.05, probe_timeout_min=0.01))
+    answer(q, 1, 0.0, 0.01)
+    q.data_sent(0.10)
+    q.data_acked(0.12, 1, 1, rtt=0.02)  # the far end acks: from now on, data liveness is about data
+    for i in range(10):  # data keeps going out every 10 ms, probes keep answering, acks stop
+        q.data_sent(0.13 + i * 0.01)
+        answer(q, 10 + i, 0.13 + i * 0.01, 0.005)
+    assert q.suspect(0.22)
+    # Once no data has gone out for longer than the timeout, a probe answer may clear it again (the
+    # path gets another chance later, under the selector's recovery hold).
+    answer(q, 99, 0.40, 0.005)
+    assert not q.suspect(0.41)
+
+
+def test_without_acks_probe_answers_keep_a_path_alive() -> None:
+    q = PathQuality(QualityConfig(liveness_timeout=0.05, probe_timeout_min=0.01))
+    for i in range(10):
+        q.data_sent(i * 0.01)
+        answer(q, i, i * 0.01, 0.005)
+    assert not q.suspect(0.1)  # a far end that never acks: probes are all there is

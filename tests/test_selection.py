@@ -539,3 +539,69 @@ def test_data_slower_than_its_own_probes_is_a_problem() -> None:
 def answer_probe(q: PathQuality, probe_id: int, sent: float, rtt: float) -> None:
     q.probe_sent(probe_id, sent)
     q.probe_reply(probe_id, sent + rtt)
+
+
+def _path(name: str, *intfs: tuple[str, int]) -> PathInfo:
+    return PathInfo(id=f"{name}{'0' * (16 - len(name))}", hop_count=len(intfs), interfaces=tuple(
+        PathInterface(ia, ifid) for ia, ifid in intfs
+    ))  # fmt: skip
+
+
+# Three paths from 111: P and Q cross link 110#10 - 210#10; R goes round it via 120.
+_UP, _LINK, _DOWN = ("1-ff00:0:111", 41), ("1-ff00:0:110", 10), ("2-ff00:0:211", 41)
+SR_P = _path("pppp", _UP, ("1-ff00:0:110", 1), _LINK, ("2-ff00:0:210", 10), _DOWN)
+SR_Q = _path("qqqq", ("1-ff00:0:111", 42), ("1-ff00:0:110", 2), _LINK, ("2-ff00:0:210", 10), _DOWN)
+SR_S = _path("ssss", _UP, ("1-ff00:0:110", 1), _LINK, ("2-ff00:0:210", 10), ("2-ff00:0:211", 42))
+SR_R = _path("rrrr", ("1-ff00:0:111", 43), ("1-ff00:0:120", 1), ("1-ff00:0:120", 10), ("2-ff00:0:220", 10),
+             ("2-ff00:0:220", 1), ("2-ff00:0:211", 43))  # fmt: skip
+
+
+def test_successor_of_a_lossy_path_shares_the_fewest_interfaces() -> None:
+    lossy = step_change(const(0.010), 2.0, lambda t: None if int(t * 10) % 2 else 0.010)
+    sim = Sim(
+        {SR_P: lossy, SR_Q: const(0.011), SR_S: const(0.012), SR_R: const(0.014)},
+        SelectionPolicy(min_dwell=1.0),
+    )
+    sim.run_until(4.0)
+    # Q and S are faster than R but share P's link 110#10; R shares nothing with P.
+    assert [pid for _, pid in sim.switches()] == [SR_P.id, SR_R.id]
+
+
+def test_paths_crossing_where_two_paths_just_fell_are_skipped() -> None:
+    # The link 110#10 starts losing: P (active) and Q both cross it and fall. S crosses it too but its
+    # probes happen to answer; R avoids it but is too slow to be in the healthy tier (30 ms vs 10).
+    # Without the shared-risk inference the successor would be S (healthy tier); with it, S is at
+    # risk like the two that fell, and R is taken.
+    lossy = step_change(const(0.010), 2.0, lambda t: None if int(t * 10) % 2 else 0.010)
+    lossy_q = step_change(const(0.011), 2.0, lambda t: None if int(t * 10) % 2 else 0.011)
+    sim = Sim(
+        {SR_P: lossy, SR_Q: lossy_q, SR_S: const(0.012), SR_R: const(0.030)}, SelectionPolicy(min_dwell=1.0)
+    )
+    sim.run_until(4.0)
+    assert [pid for _, pid in sim.switches()] == [SR_P.id, SR_R.id]
+    off = SelectionPolicy(min_dwell=1.0, shared_risk_window=0.0)
+    sim2 = Sim({SR_P: lossy, SR_Q: lossy_q, SR_S: const(0.012), SR_R: const(0.030)}, off)
+    sim2.run_until(4.0)
+    assert [pid for _, pid in sim2.switches()][:2] == [SR_P.id, SR_S.id]
+
+
+def test_shared_risk_alone_never_moves_a_working_path() -> None:
+    sim = Sim({SR_P: const(0.010), SR_Q: const(0.011), SR_S: const(0.012), SR_R: const(0.014)})
+    sim.run_until(2.0)
+    assert sim.selector.status(DST).active == SR_P.id
+    for q in (SR_Q, SR_S):  # two other paths over the same link fall; P keeps answering
+        sim.quality[q.id].scmp_down(DownNotice.EXTERNAL_INTERFACE_DOWN)
+    sim.run_until(3.0)
+    assert [pid for _, pid in sim.switches()] == [SR_P.id]
+
+
+def test_no_flap_back_to_a_recovering_path_over_a_mere_rtt_gap() -> None:
+    # A fails for 0.5 s; traffic moves to B (slower). A answers again at once, but B's only problem
+    # is its RTT: traffic stays on B until A has been healthy for its recovery hold, then goes back.
+    policy = SelectionPolicy(min_dwell=1.0)
+    sim = Sim({A: step_change(const(0.010), 2.0, lambda t: None, until=2.5), B: const(0.030)}, policy)
+    sim.run_until(6.0)
+    switches = sim.switches()
+    assert [pid for _, pid in switches] == [A.id, B.id, A.id]
+    back = switches[2][0]
+    assert back - 2.5 >= policy.min_dwell

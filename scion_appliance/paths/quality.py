@@ -22,8 +22,9 @@ Rules kept here:
   external-interface-down / internal-connectivity-down notice for the path; back from DOWN only after
   ``up_after_answers`` consecutive answers. Otherwise DEGRADED while the last probe was lost, loss
   exceeds ``degraded_loss``, or the path is suspect; else UP.
-- Data-plane liveness: a path that carried data and got nothing back (no ack, no probe reply) for its
-  liveness timeout since the first such send is *suspect*. The timeout adapts to the path: the data
+- Data-plane liveness: a path that carried data and got nothing back (no ack; no probe reply either,
+  unless acks have been seen on the path and data is still flowing) for its liveness timeout since
+  the first such send is *suspect*. The timeout adapts to the path: the data
   round trip as acks measure it (probes until then), RFC 6298 style SRTT + 4 RTTVAR, plus
   ``answer_delay`` (how long the far end may hold its answer back: its ack interval), never below
   ``liveness_timeout``. It relies on the far end answering data (acks); without them the floor must
@@ -161,6 +162,7 @@ class PathQuality:
         self._down = False
         self._down_reason = ""  # set with _down; empty when the cause is lost probes
         self._unanswered_since: float | None = None  # first data send since the last thing received
+        self._last_data_sent = -math.inf
         self._ack_srtt: float | None = None  # data round trip as acks measure it (RFC 6298)
         self._ack_rttvar = 0.0
         # (sent seq, far end's received count, when) of the last ack
@@ -189,7 +191,7 @@ class PathQuality:
             self.late_replies += 1
             rtt = max(0.0, now - sent)
             self._update_timeout_estimate(rtt)
-            self._received(now, sent)
+            self._received(now, sent, data=False)
             return rtt
         rtt = max(0.0, now - sent)
         self._update_timeout_estimate(rtt)
@@ -207,7 +209,7 @@ class PathQuality:
             self._down = False
             self._down_reason = ""
             self.probes_lost_run = 0
-        self._received(now, sent)
+        self._received(now, sent, data=False)
         return rtt
 
     def expire(self, now: float) -> int:
@@ -230,6 +232,7 @@ class PathQuality:
         self.consecutive_answers = 0
 
     def data_sent(self, now: float) -> None:
+        self._last_data_sent = now
         if self._unanswered_since is None:
             self._unanswered_since = now
 
@@ -460,11 +463,15 @@ class PathQuality:
         if self._down and not self._down_reason:
             self.probes_lost_run = max(self.probes_lost_run, self.consecutive_lost)
 
-    def _received(self, now: float, sent: float | None = None) -> None:
+    def _received(self, now: float, sent: float | None = None, *, data: bool = True) -> None:
         self.last_seen = now if self.last_seen is None else max(self.last_seen, now)
         if sent is not None:
             self.proven_at = sent if self.proven_at is None else max(self.proven_at, sent)
-        self._unanswered_since = None
+        # Once the far end is known to ack, data liveness is about data: a probe answer does not
+        # clear it while data is flowing (probes may pass where data does not: MTU, a filter, a dead
+        # far gateway behind a live router), only once the path has been idle past the timeout.
+        if data or not self.acks or now - self._last_data_sent > self.liveness_timeout():
+            self._unanswered_since = None
 
 
 def _finite_nonneg(x: object) -> bool:

@@ -15,9 +15,9 @@ Rules kept here:
   yet proven themselves for their recovery hold come last, paths crossing a preferred AS come first,
   then the metric (lowest RTT by default, or fewest hops), then the path id for determinism.
 - Failover is immediate when the active path is down, withdrawn, excluded, or has a problem while a
-  path without one exists. When the active path stopped delivering (down, or suspect: data
-  unanswered) the broken link is often shared by the next paths in the ranking, and their probes have
-  not told yet. So the successor is a path that has not fallen lately (not recovering) if there is one,
+  path without one exists. When the active path failed on its own (down, suspect: data unanswered,
+  lossy, data slower than its probes) the fault is often on a link shared by the next paths in the
+  ranking, and their probes have not told yet. So the successor is a path that has not fallen lately (not recovering) if there is one,
   from the best tier, with fresh evidence of life (a round trip that began after the failed path's
   last one that completed), sharing the fewest interfaces with the failed path, then the usual
   ranking; a later voluntary switch (with its hysteresis) moves to the best path once it has proven
@@ -30,7 +30,7 @@ Rules kept here:
   ``max_recovery_hold``) before it can win a voluntary switch again: no flapping on a path that keeps
   failing.
 - Shared risk: when two or more paths fell from healthy to a problem of their own within
-  ``shared_risk_window`` seconds and have not recovered, the interfaces they all cross are the likely
+  ``shared_risk_window`` seconds and have not recovered (for their recovery hold), the interfaces they all cross are the likely
   fault; any other path crossing one of them ranks with the problem paths until those recover (so
   traffic skips the paths that share the broken link instead of trying them one by one). A shared
   risk never makes a working active path fail over by itself.
@@ -138,7 +138,8 @@ class _PathRecord:
     failures: int = 0  # good -> problem transitions not yet forgiven
     good_since: float | None = None
     last_failure: float | None = None
-    fell: float | None = None  # the last good -> problem transition (never set by a path never good)
+    fell: float | None = None  # the last fall into a problem of its own (down, suspect, lossy, ...)
+    broken: bool | None = None  # has a problem of its own (None: not yet evaluated)
 
 
 @dataclass(slots=True)
@@ -318,7 +319,7 @@ class PathSelector:
             and ev.tier(best) != TIER_PROBLEM
             and self._degraded(remote, ev, current)
         ):
-            if current.quality.suspect:
+            if ev.absolute_problem(current) is not None:
                 best = _successor(ev, current)
             why = f"failover: path {current.path.short_id} {problem}; now {best.path.short_id}, "
             why += ev.describe(best)
@@ -440,6 +441,21 @@ class _Evaluation:
             if c.quality.state is not PathState.DOWN and not (ex and c.path.crosses(ex))
         ]
         self.at_risk, self._risk_paths = _shared_risk(policy, self.candidates, remote.records, now)
+        self._active = remote.active
+        self._baselines()
+        self.usable_ids = {c.path.id for c in self.usable}
+        self._records = remote.records
+        self._note_health(remote, now)
+        # Again with the falls just noted, so the path that fell this instant counts already.
+        self.at_risk, self._risk_paths = _shared_risk(policy, self.candidates, remote.records, now)
+        self._baselines()
+        self.ranked = sorted(self.usable, key=self._key)
+        healthy = [c for c in self.ranked if self.tier(c) == TIER_HEALTHY]
+        self.min_hops = min((c.path.hop_count for c in healthy), default=None)
+
+    def _baselines(self) -> None:
+        """The lowest RTT among paths free of any problem of their own and of shared risk."""
+        policy = self.policy
         clean = [
             c
             for c in self.usable
@@ -453,12 +469,6 @@ class _Evaluation:
         self.min_rtt_preferred = min(
             (c.quality.rtt for c in clean if c.quality.rtt is not None and self.preferred(c)), default=None
         )
-        self.usable_ids = {c.path.id for c in self.usable}
-        self._records = remote.records
-        self._note_health(remote, now)
-        self.ranked = sorted(self.usable, key=self._key)
-        healthy = [c for c in self.ranked if self.tier(c) == TIER_HEALTHY]
-        self.min_hops = min((c.path.hop_count for c in healthy), default=None)
 
     def absolute_problem(self, c: Candidate) -> str | None:
         """What is wrong with the path on its own (down, suspect, lossy), whatever the others do."""
@@ -477,8 +487,8 @@ class _Evaluation:
 
     def risk(self, c: Candidate) -> PathInterface | None:
         """An interface of ``c`` that every path that just failed crosses too (see the module rules)."""
-        if not self.at_risk:
-            return None
+        if not self.at_risk or c.path.id == self._active:
+            return None  # the active path's own evidence (its data, its probes) outweighs the inference
         return next((i for i in c.path.interfaces if i in self.at_risk), None)
 
     def problem(self, c: Candidate) -> str | None:
@@ -535,12 +545,16 @@ class _Evaluation:
         for c in self.candidates:
             seen.add(c.path.id)
             rec = remote.records.setdefault(c.path.id, _PathRecord())
+            # A fall is a failure of the path itself (not a worse RTT than another path has), seen
+            # happening: from no problem of its own to one.
+            broken = c.path.id not in self.usable_ids or self.absolute_problem(c) is not None
+            if broken and rec.broken is False:
+                rec.fell = now
+            rec.broken = broken
             if c.path.id not in self.usable_ids or self.own_problem(c) is not None:
                 if rec.good_since is not None or rec.last_failure is None:
                     rec.failures += 1
                     rec.last_failure = now
-                if rec.good_since is not None:
-                    rec.fell = now
                 rec.good_since = None
             else:
                 if rec.good_since is None:
@@ -621,7 +635,10 @@ def _shared_risk(
     fallen = []
     for c in candidates:
         rec = records.get(c.path.id)
-        if rec is not None and rec.fell is not None and rec.good_since is None and now - rec.fell <= window:
+        if rec is None or rec.fell is None or now - rec.fell > window:
+            continue
+        hold = min(policy.min_dwell * 2 ** max(0, min(rec.failures - 1, 16)), policy.max_recovery_hold)
+        if rec.good_since is None or now - rec.good_since < hold:  # not recovered, or not proven yet
             fallen.append(frozenset(c.path.interfaces))
     if len(fallen) < 2:
         return frozenset(), 0
