@@ -213,6 +213,11 @@ cdef class TxBatch:
                                                        + min(n, self.in_stride)]))
         return out
 
+    def packets_of(self, uint8_t remote):
+        """The read packets marked for ``remote``, as bytes (the per-packet fallback)."""
+        return [(<char *>self.inp)[i * self.in_stride: i * self.in_stride + self.in_lens[i]]
+                for i in range(self.n) if self.remote_of[i] == remote]
+
     def frame(self, uint8_t remote, uint8_t session, uint32_t stream, uint64_t seq):
         """Packs the packets of ``remote`` into SIG frames in the out slots (plaintext at HEADROOM + 16).
         Returns (frames, packets, next sequence number)."""
@@ -319,6 +324,7 @@ cdef class RxBatch:
     cdef uint32_t *pkt_lens
     cdef readonly Py_ssize_t batch, n, npkts, max_pkts
     cdef readonly object offsets, status, counters
+    cdef object _state  # the deframer whose arena the listed packets may point into
 
     def __cinit__(self, Py_ssize_t batch=64, Py_ssize_t stride=2048):
         if batch <= 0:
@@ -400,6 +406,7 @@ cdef class RxBatch:
         cdef uint8_t[::1] st = self.status
         cdef size_t spoofed = 0, fast = 0, np = 0
         cdef Py_ssize_t i
+        self._state = state
         if all_slow:
             state.carry.active = 0
             for i in range(self.n):

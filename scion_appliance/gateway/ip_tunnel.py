@@ -8,6 +8,12 @@ selected path. Inbound: the gateway passes every authenticated SIG frame to ``de
 ``ip_sink``); the remote's decoder reassembles packets, whose source must lie in that remote's prefixes,
 and they are written to the TUN device.
 
+Batch path (when the gateway offers it: ``Gateway.send_frames`` and ``ip_batch_sink``): the read batch
+is classified, framed, sealed, stamped and sent in a few C calls per remote (``_fast.pipeline``), and
+received frames are deframed and written to the TUN device a batch at a time. Packets and frames the C
+path does not take (drops to count, partial packets the Python decoder is reassembling, remotes
+without a session yet) go the per-packet way described above, so behaviour and counters are the same.
+
 Rules kept here:
 - One ``FrameEncoder`` per remote with its own (session id, stream id); the stream id is random per
   start so a restarted appliance is never mistaken for late frames of the old stream. One
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import array
 import enum
+import os
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -35,6 +42,7 @@ from typing import Any, Protocol
 import trio
 
 from scion_appliance import log as _log
+from scion_appliance._fast import pipeline
 from scion_appliance.gateway.service import GatewayError
 from scion_appliance.gateway.traffic_policy import PacketClass, TrafficPolicy
 from scion_appliance.scion.addr import IA
@@ -78,6 +86,8 @@ class _Remote:
     decoder: FrameDecoder
     queue_in: trio.MemorySendChannel[list[bytes]]
     queue_out: trio.MemoryReceiveChannel[list[bytes]]
+    index: int = 0
+    deframer: pipeline.Deframer | None = None
     counters: Counter[str] = field(default_factory=Counter)
 
 
@@ -117,9 +127,17 @@ class IpTunnel:
                 FrameDecoder(),
                 send,
                 recv,
+                session_id,
+                pipeline.Deframer(batch, self.stride),
             )
         self._buf = bytearray(self.stride * batch)
         self._lengths = array.array("I", bytes(4 * batch))
+        self._by_index = list(self._remotes.values())
+        self._table = pipeline.PrefixTable(
+            (i, str(net)) for i, ia in enumerate(policy.remotes) for net in policy.prefixes(ia)
+        )
+        # The batch path needs a gateway that can seal and send a whole batch (``Gateway``).
+        self._tx = pipeline.TxBatch(batch, self.stride, frame_size) if hasattr(gateway, "send_frames") else None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -127,6 +145,8 @@ class IpTunnel:
         """Reads the TUN device and sends to every remote until cancelled; inbound frames are delivered
         while it runs."""
         self.gateway.ip_sink = self.deliver
+        if self._tx is not None:
+            self.gateway.ip_batch_sink = self.deliver_batch  # type: ignore[attr-defined]
         try:
             async with trio.open_nursery() as nursery:
                 for remote in self._remotes.values():
@@ -136,6 +156,8 @@ class IpTunnel:
         finally:
             if self.gateway.ip_sink == self.deliver:
                 self.gateway.ip_sink = None
+            if getattr(self.gateway, "ip_batch_sink", None) == self.deliver_batch:
+                self.gateway.ip_batch_sink = None  # type: ignore[attr-defined]
 
     # -- LAN -> SCION ------------------------------------------------------------------------------------
 
@@ -144,7 +166,8 @@ class IpTunnel:
         while True:
             await trio.lowlevel.wait_readable(fd)
             # Drain what is queued, but yield between batches so the gateway's receive loop keeps up.
-            while self.read_once() == self.batch:
+            read = self.read_once if self._tx is None else self.read_once_batch
+            while read() == self.batch:
                 await trio.lowlevel.checkpoint()
 
     def read_once(self) -> int:
@@ -182,6 +205,63 @@ class IpTunnel:
             self.counters["packets_queued"] += len(pkts)
         return n
 
+    def read_once_batch(self) -> int:
+        """``read_once`` on the batch path: one TUN read, then per remote one framing, sealing and
+        sendmmsg in C. Returns the number of packets read (0: nothing waiting)."""
+        tx = self._tx
+        assert tx is not None
+        n = tx.read_tun(self.tun.fileno())
+        if n <= 0:
+            return 0
+        self.counters["tun_packets_read"] += n
+        if tx.classify(self._table) < n:
+            self._slow_packets(tx)
+        for r in tx.remotes():
+            remote = self._by_index[r]
+            try:
+                sent = self.gateway.send_frames(remote.ia, tx, r, remote.encoder)  # type: ignore[attr-defined]
+            except GatewayError as e:
+                self._drop(TunnelDrop.NO_SESSION, sum(1 for _ in tx.packets_of(r)), remote=remote.ia,
+                           detail=str(e))
+                continue
+            if sent is None:  # no session yet: the per-packet way waits for the handshake
+                self._queue(remote, tx.packets_of(r))
+                continue
+            count = len(tx.packets_of(r))
+            remote.counters["packets_queued"] += count
+            self.counters["packets_queued"] += count
+            remote.counters["frames_sent"] += sent
+            self.counters["frames_sent"] += sent
+        return n
+
+    def _slow_packets(self, tx: pipeline.TxBatch) -> None:
+        """Packets the C classifier left: the reference classification names the drop (or, for a packet
+        the encoder refuses, the encoder counts it)."""
+        per_remote: dict[IA, list[bytes]] = {}
+        for _, length, pkt in tx.slow_packets():
+            if length > self.stride:
+                self._drop(TunnelDrop.OVERSIZED)
+                continue
+            dst = self.policy.classify(pkt)
+            if isinstance(dst, PacketClass):
+                self._drop(dst)
+                continue
+            per_remote.setdefault(dst, []).append(pkt)
+        for ia, pkts in per_remote.items():
+            self._queue(self._remotes[ia], pkts)
+
+    def _queue(self, remote: _Remote, pkts: list[bytes]) -> None:
+        frames = remote.encoder.encode(pkts)
+        if not frames:
+            return
+        try:
+            remote.queue_in.send_nowait(frames)
+        except trio.WouldBlock:
+            self._drop(TunnelDrop.QUEUE_FULL, len(pkts), remote=remote.ia)
+            return
+        remote.counters["packets_queued"] += len(pkts)
+        self.counters["packets_queued"] += len(pkts)
+
     async def _sender(self, remote: _Remote) -> None:
         async for frames in remote.queue_out:
             for i, frame in enumerate(frames):
@@ -215,6 +295,34 @@ class IpTunnel:
                 continue
             remote.counters["packets_written"] += 1
             self.counters["tun_packets_written"] += 1
+
+    def deliver_batch(self, peer_ia: IA, buf: bytearray, stride: int, lengths: memoryview,
+                      rx: pipeline.RxBatch) -> None:
+        """The gateway's ``ip_batch_sink``: the opened frames of one batch from ``peer_ia`` (status 0 in
+        ``rx``), deframed and written to the TUN device in C; the rest through ``deliver``."""
+        remote = self._remotes.get(peer_ia)
+        if remote is None or remote.deframer is None:
+            self._drop(TunnelDrop.UNKNOWN_REMOTE, remote=peer_ia)
+            return
+        # While the Python decoder holds a partial packet, it must see the frames that follow.
+        npkts, spoofed, fast = rx.deframe(buf, stride, lengths, self._table, remote.index, remote.deframer,
+                                          remote.decoder.pending() > 0)
+        if fast:
+            remote.decoder.frames_in += fast
+            remote.decoder.packets_out += npkts + spoofed
+            self.counters["frames_received"] += fast
+            remote.counters["frames_received"] += fast
+        if spoofed:
+            self._drop(TunnelDrop.SPOOFED_SOURCE, spoofed, remote=peer_ia)
+        if npkts:
+            written, failed, err = rx.write_tun(self.tun.fileno())
+            if failed:
+                self._drop(TunnelDrop.TUN_WRITE, failed, remote=peer_ia, detail=os.strerror(err))
+            remote.counters["packets_written"] += written
+            self.counters["tun_packets_written"] += written
+        for i in rx.slow_frames():
+            start = i * stride + rx.offsets[i] + 16
+            self.deliver(peer_ia, bytes(buf[start: start + lengths[i]]))
 
     # -- accounting --------------------------------------------------------------------------------------
 
