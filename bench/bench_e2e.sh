@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# End-to-end throughput: host A -> TUN -> appliance A -> veth -> appliance B -> TUN -> host B, beside
+# wireguard-go on the same veth set-up and the raw veth, in one run. Needs root, iperf3, wireguard-go,
+# wireguard-tools, jq, bc.  Usage (from the repository root):
+#   DUR=3 bash bench/bench_e2e.sh            (results and logs in $OUT, default a temp dir)
+# Loss-free rate: the highest offered UDP rate (iperf3 -b) with loss under 0.5%, searched downwards from
+# the unpaced (-b 0) delivery rate in steps of 15%. CPU: the tunnel processes' user+system time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${DUR:-3}
+OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
+PY=${PY:-.venv/bin/python}
+TCK=$(getconf CLK_TCK)
+NS=(e2eAppA e2eAppB e2eHostA e2eHostB)
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
+  PIDS=()
+}
+trap cleanup EXIT
+
+underlay() {  # veth 198.51.100.1/30 (A) <-> 198.51.100.2/30 (B) between $1 and $2
+  ip link add vA netns "$1" type veth peer name vB netns "$2"
+  ip -n "$1" addr add 198.51.100.1/30 dev vA; ip -n "$2" addr add 198.51.100.2/30 dev vB
+  ip -n "$1" link set vA up; ip -n "$2" link set vB up
+  for n in "$@"; do ip -n "$n" link set lo up; done
+}
+
+warmup() {  # handshakes done before the first timed trial (a short low-rate flow; no ping binary needed)
+  ip netns exec e2eHostA iperf3 -c 203.0.113.1 -t 1 -u -b 1M -l 200 -J 2>/dev/null \
+    | jq -r '"warm-up: \(.end.sum.packets // 0) sent, \(.end.sum.lost_percent // 100)% lost"' || true
+}
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+# trial NAME CLIENT_NS DST PIDA PIDB [iperf3 args]: prints "Gbit/s pps loss% cpuA% cpuB%"
+trial() {
+  local name=$1 ns=$2 dst=$3 pa=$4 pb=$5; shift 5
+  local j="$OUT/$name.json" a0 b0 a1 b1 t0 t1
+  a0=$(cpu_ticks "$pa"); b0=$(cpu_ticks "$pb"); t0=$(date +%s.%N)
+  ip netns exec "$ns" iperf3 -c "$dst" -t "$DUR" -J "$@" > "$j" 2>/dev/null || true
+  a1=$(cpu_ticks "$pa"); b1=$(cpu_ticks "$pb"); t1=$(date +%s.%N)
+  local ca cb
+  ca=$(echo "($a1-$a0)/$TCK/($t1-$t0)*100" | bc -l); cb=$(echo "($b1-$b0)/$TCK/($t1-$t0)*100" | bc -l)
+  if jq -e '.start.test_start.protocol=="UDP"' "$j" >/dev/null 2>&1; then
+    jq -r --arg ca "$ca" --arg cb "$cb" '.start.test_start.blksize as $L | .end.sum as $s |
+      (($s.packets - $s.lost_packets) / $s.seconds) as $pps |
+      "\($pps*$L*8/1e9) \($pps) \($s.lost_percent) \($ca) \($cb)"' "$j"
+  elif jq -e '.end.sum_received' "$j" >/dev/null 2>&1; then
+    jq -r --arg ca "$ca" --arg cb "$cb" '"\(.end.sum_received.bits_per_second/1e9) 0 0 \($ca) \($cb)"' "$j"
+  else
+    echo "0 0 100 $ca $cb"
+  fi
+}
+
+# measure SYS CLIENT_NS DST PIDA PIDB: TCP, then the loss-free UDP rate at 1392 B and 64 B
+measure() {
+  local sys=$1 ns=$2 dst=$3 pa=$4 pb=$5 r
+  r=$(trial "${sys}_tcp" "$ns" "$dst" "$pa" "$pb"); echo "$sys tcp - $r" | tee -a "$OUT/results.txt"
+  for L in 1392 64; do
+    local top rate best="" res
+    res=$(trial "${sys}_udp${L}_max" "$ns" "$dst" "$pa" "$pb" -u -b 0 -l "$L")
+    echo "$sys udp$L unpaced $res" | tee -a "$OUT/results.txt"
+    top=$(echo "$res" | awk '{printf "%.0f", $1*1e9}')
+    rate=$top
+    for step in 1 2 3 4 5 6 7 8; do
+      res=$(trial "${sys}_udp${L}_$step" "$ns" "$dst" "$pa" "$pb" -u -b "$rate" -l "$L")
+      echo "$sys udp$L offered=$rate $res" | tee -a "$OUT/results.txt"
+      if [ "$(echo "$res" | awk '{print ($3 < 0.5 && $2 > 0)}')" = 1 ]; then best=$res; break; fi
+      rate=$(awk -v r="$rate" 'BEGIN{printf "%.0f", r*0.85}')
+    done
+    echo "$sys udp$L lossfree ${best:-0 0 100 0 0}" | tee -a "$OUT/results.txt"
+  done
+}
+
+: > "$OUT/results.txt"
+echo "== scion-appliance (two appliance processes, TUN in host namespaces) =="
+for n in "${NS[@]}"; do ip netns add "$n"; done
+underlay e2eAppA e2eAppB
+ip netns exec e2eAppA "$PY" bench/e2e_appliance.py --me a --peer b --tun-ns e2eHostA --local 198.51.100.1 \
+  --remote 198.51.100.2 --tun-addr 192.0.2.1/24 --remote-net 203.0.113.0/24 > "$OUT/appA.log" 2>&1 &
+PA=$!; PIDS+=("$PA")
+ip netns exec e2eAppB "$PY" bench/e2e_appliance.py --me b --peer a --tun-ns e2eHostB --local 198.51.100.2 \
+  --remote 198.51.100.1 --tun-addr 203.0.113.1/24 --remote-net 192.0.2.0/24 > "$OUT/appB.log" 2>&1 &
+PB=$!; PIDS+=("$PB")
+for _ in $(seq 100); do grep -q ready "$OUT/appA.log" && grep -q ready "$OUT/appB.log" && break; sleep 0.1; done
+ip netns exec e2eHostB iperf3 -s > "$OUT/iperf3-scion.log" 2>&1 & PIDS+=($!)
+sleep 0.5
+warmup
+measure scion e2eHostA 203.0.113.1 "$PA" "$PB"
+if [ -n "${PROFILE:-}" ]; then  # py-spy of the receiving appliance under full-rate 64 B UDP
+  ( ip netns exec e2eHostA iperf3 -c 203.0.113.1 -t 8 -u -b 0 -l 64 >/dev/null 2>&1 & )
+  sleep 1; .venv/bin/py-spy record -p "$PB" -d 5 -r 200 -f raw -o "$OUT/profile-B.txt" >/dev/null 2>&1 || true
+  ( ip netns exec e2eHostA iperf3 -c 203.0.113.1 -t 8 -u -b 0 -l 1392 -p 5201 >/dev/null 2>&1 & ) ; sleep 8
+fi
+if [ -n "${RSS_SECONDS:-}" ]; then  # resident size of both appliances over a full-rate run
+  ( ip netns exec e2eHostA iperf3 -c 203.0.113.1 -t "$RSS_SECONDS" -u -b 0 -l 1392 >/dev/null 2>&1 & )
+  for s in $(seq 0 10 "$RSS_SECONDS"); do
+    echo "rss t=${s}s A=$(awk '/VmRSS/{print $2}' /proc/$PA/status)kB B=$(awk '/VmRSS/{print $2}' /proc/$PB/status)kB" \
+      | tee -a "$OUT/results.txt"; sleep 10
+  done
+fi
+cleanup
+
+echo "== wireguard-go (same veth set-up) and the raw veth =="
+for n in "${NS[@]}"; do ip netns add "$n"; done
+underlay e2eAppA e2eAppB
+( umask 077; wg genkey > "$OUT/a.key"; wg pubkey < "$OUT/a.key" > "$OUT/a.pub"
+  wg genkey > "$OUT/b.key"; wg pubkey < "$OUT/b.key" > "$OUT/b.pub" )
+ip netns exec e2eAppA env WG_PROCESS_FOREGROUND=1 wireguard-go -f e2ewga > "$OUT/wgA.log" 2>&1 & WA=$!; PIDS+=("$WA")
+ip netns exec e2eAppB env WG_PROCESS_FOREGROUND=1 wireguard-go -f e2ewgb > "$OUT/wgB.log" 2>&1 & WB=$!; PIDS+=("$WB")
+for _ in $(seq 50); do [ -S /var/run/wireguard/e2ewga.sock ] && [ -S /var/run/wireguard/e2ewgb.sock ] && break; sleep 0.1; done
+ip netns exec e2eAppA wg set e2ewga private-key "$OUT/a.key" listen-port 51820 \
+  peer "$(cat "$OUT/b.pub")" endpoint 198.51.100.2:51820 allowed-ips 203.0.113.0/24
+ip netns exec e2eAppB wg set e2ewgb private-key "$OUT/b.key" listen-port 51820 \
+  peer "$(cat "$OUT/a.pub")" endpoint 198.51.100.1:51820 allowed-ips 192.0.2.0/24
+# The TUN devices into the host namespaces, as the appliances' are.
+ip -n e2eAppA link set e2ewga netns e2eHostA; ip -n e2eAppB link set e2ewgb netns e2eHostB
+ip -n e2eHostA addr add 192.0.2.1/24 dev e2ewga; ip -n e2eHostA link set e2ewga mtu 1420 up
+ip -n e2eHostB addr add 203.0.113.1/24 dev e2ewgb; ip -n e2eHostB link set e2ewgb mtu 1420 up
+ip -n e2eHostA route add 203.0.113.0/24 dev e2ewga 2>/dev/null || true
+ip -n e2eHostB route add 192.0.2.0/24 dev e2ewgb 2>/dev/null || true
+ip netns exec e2eHostB iperf3 -s > "$OUT/iperf3-wg.log" 2>&1 & PIDS+=($!)
+ip netns exec e2eAppB iperf3 -s > "$OUT/iperf3-veth.log" 2>&1 & PIDS+=($!)
+sleep 0.5
+warmup
+measure wg e2eHostA 203.0.113.1 "$WA" "$WB"
+r=$(trial veth_tcp e2eAppA 198.51.100.2 "$WA" "$WB"); echo "veth tcp - $r" | tee -a "$OUT/results.txt"
+for L in 1392 64; do
+  r=$(trial "veth_udp$L" e2eAppA 198.51.100.2 "$WA" "$WB" -u -b 0 -l "$L"); echo "veth udp$L unpaced $r" | tee -a "$OUT/results.txt"
+done
+cleanup
+
+echo; echo "== summary (Gbit/s, packets/s, loss %, CPU % of one core: A, B) =="
+awk '$3=="lossfree" || $2=="tcp" || ($1=="veth")' "$OUT/results.txt" | column -t
+get() { awk -v s="$1" -v t="$2" -v f="$3" '$1==s && $2==t && ($3=="lossfree" || $3=="-") {print $(f)}' "$OUT/results.txt"; }
+echo "== ratios scion / wireguard-go =="
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else printf "n/a" }'; }
+echo "TCP Gbit/s        $(ratio "$(get scion tcp 4)" "$(get wg tcp 4)") x  (scion $(get scion tcp 4), wireguard-go $(get wg tcp 4))"
+for L in 1392 64; do
+  echo "UDP $L B pps   $(ratio "$(get scion udp$L 5)" "$(get wg udp$L 5)") x  (loss-free packets/s: scion $(get scion udp$L 5), wireguard-go $(get wg udp$L 5))"
+done
+echo "results: $OUT/results.txt"
