@@ -16,6 +16,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import array
 import select
 import time
 from collections import Counter
@@ -32,13 +33,14 @@ if TYPE_CHECKING:
     from scion_appliance.scion.addr import IA
 
 DATA = int(messages.MessageType.DATA)
+Lengths = array.array | memoryview  # per-slot uint32 lengths of a receive batch
 SEND_WAIT = 0.005  # longest wait (s) for room in the socket's send buffer before the rest is dropped
 
 
 class BatchSink(Protocol):
     """Takes the opened SIG frames of one peer's batch (``IpTunnel.deliver_batch``)."""
 
-    def __call__(self, peer_ia: IA, buf: bytearray, stride: int, lengths: memoryview,
+    def __call__(self, peer_ia: IA, buf: bytearray, stride: int, lengths: Lengths,
                  rx: pipeline.RxBatch) -> None: ...
 
 
@@ -128,7 +130,7 @@ class BatchDatapath:
 
     # -- receive --------------------------------------------------------------------------------------
 
-    def receive(self, buf: bytearray, lengths: memoryview, addrs: bytearray, recs: codec.ScionRecords,
+    def receive(self, buf: bytearray, lengths: Lengths, addrs: bytearray, recs: codec.ScionRecords,
                 n: int, now: float) -> set[int]:
         """Opens and delivers the data envelopes of live sessions in one batch; returns the slots it
         handled (the caller treats the others one by one)."""
@@ -144,7 +146,7 @@ class BatchDatapath:
             self._receiving = False
         return handled
 
-    def _receive(self, buf: bytearray, lengths: memoryview, addrs: bytearray, recs: codec.ScionRecords,
+    def _receive(self, buf: bytearray, lengths: Lengths, addrs: bytearray, recs: codec.ScionRecords,
                  n: int, now: float, sink: BatchSink, handled: set[int]) -> None:
         gw = self.gw
         rx = self.rx
@@ -180,7 +182,7 @@ class BatchDatapath:
 
     def _opened(self, key: str, tun: Any, opened: list[int],
                 runs: list[tuple[int, tuple[bytes, dict[str, Any], tuple[str, int]]]], buf: bytearray,
-                lengths: memoryview, now: float, sink: BatchSink) -> None:
+                lengths: Lengths, now: float, sink: BatchSink) -> None:
         gw = self.gw
         rx = self.rx
         peer = gw._sessions[key]

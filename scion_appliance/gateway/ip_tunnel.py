@@ -296,7 +296,7 @@ class IpTunnel:
             remote.counters["packets_written"] += 1
             self.counters["tun_packets_written"] += 1
 
-    def deliver_batch(self, peer_ia: IA, buf: bytearray, stride: int, lengths: memoryview,
+    def deliver_batch(self, peer_ia: IA, buf: bytearray, stride: int, lengths: array.array[int] | memoryview,
                       rx: pipeline.RxBatch) -> None:
         """The gateway's ``ip_batch_sink``: the opened frames of one batch from ``peer_ia`` (status 0 in
         ``rx``), deframed and written to the TUN device in C; the rest through ``deliver``."""
