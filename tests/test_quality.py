@@ -264,7 +264,7 @@ def test_acks_give_the_forward_data_loss_over_the_data_window() -> None:
 
 
 def test_a_lost_ack_costs_no_precision_and_a_restarted_count_is_a_new_baseline() -> None:
-    q = PathQuality(QualityConfig(data_loss_min_sent=1))
+    q = PathQuality(QualityConfig(data_loss_min_sent=1, data_window=0.5))
     q.data_acked(0.0, 100, 4_000_000_000, 0.01)
     q.data_acked(0.3, 120, (4_000_000_000 + 20) % 2**32, 0.01)  # two intervals, count wrapped past 2^32
     assert q.data_loss(0.3) == 0.0

@@ -59,6 +59,7 @@ class Flow:
     arrived: dict[int, float] = field(default_factory=dict)
     arrival_order: list[int] = field(default_factory=list)
     send_errors: int = 0
+    errors: list[str] = field(default_factory=list)  # the first few send errors, for the report
     sent_on_down: int = 0  # datagrams that went out on a path whose quality said DOWN at that moment
 
     def outage(self, first: int, last: int) -> tuple[float, int]:
@@ -150,8 +151,10 @@ class Rig:
                 q = self.a.prober.quality.get(path)
                 if q is not None and q.is_down:
                     f.sent_on_down += 1
-            except GatewayError:
+            except GatewayError as e:
                 f.send_errors += 1
+                if len(f.errors) < 5:
+                    f.errors.append(f"seq {seq}: {e}")
                 path = ""
             f.sent_at.append(time.monotonic())
             f.sent_path.append(path)

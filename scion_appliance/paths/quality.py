@@ -66,9 +66,9 @@ class QualityConfig:
     probe_timeout_initial: float = 1.0
     probe_timeout_min: float = 0.05
     probe_timeout_max: float = 2.0
-    liveness_timeout: float = 0.05  # floor of the adaptive liveness timeout
+    liveness_timeout: float = 0.08  # floor of the adaptive liveness timeout
     answer_delay: float = 0.0
-    data_window: float = 0.5
+    data_window: float = 0.2  # short: a loss that starts shows within ~100 ms, not diluted by the past
     data_loss_min_sent: int = 16
     data_rtt_samples: int = 5
     max_outstanding: int = 64

@@ -17,23 +17,24 @@ Rules kept here:
 - Failover is immediate when the active path is down, withdrawn, excluded, or has a problem while a
   path without one exists. When the active path failed on its own (down, suspect: data unanswered,
   lossy, data slower than its probes) the fault is often on a link shared by the next paths in the
-  ranking, and their probes have not told yet. So the successor is a path that has not fallen lately (not recovering) if there is one,
-  from the best tier, with fresh evidence of life (a round trip that began after the failed path's
-  last one that completed), sharing the fewest interfaces with the failed path, then the usual
-  ranking; a later voluntary switch (with its hysteresis) moves to the best path once it has proven
-  itself. A path whose only problem is a worse RTT is not left for one that is still recovering
-  from a failure (that would be the first half of a flap).
+  ranking, and their probes have not told yet. So the successor is chosen by, in order: no problem
+  of its own; not fallen lately (not recovering); the best tier; fresh evidence of life (a round
+  trip that began after the failed path's last one that completed); the fewest interfaces shared
+  with the failed path; the usual ranking. A later voluntary switch (with its hysteresis) moves to
+  the best path once it has proven itself. A path whose only problem is a worse RTT is not left for
+  one that is still recovering from a failure (that would be the first half of a flap).
 - Any other switch (a better path appeared, a failed path recovered) needs both: the new path is
   better by the margin (``switch_margin`` relative and ``switch_margin_abs`` seconds, the two added),
   and the current choice has been held for ``min_dwell`` seconds. A path that failed must stay
   healthy for its recovery hold (``min_dwell`` doubled per failure in a row, at most
   ``max_recovery_hold``) before it can win a voluntary switch again: no flapping on a path that keeps
   failing.
-- Shared risk: when two or more paths fell from healthy to a problem of their own within
-  ``shared_risk_window`` seconds and have not recovered (for their recovery hold), the interfaces they all cross are the likely
-  fault; any other path crossing one of them ranks with the problem paths until those recover (so
-  traffic skips the paths that share the broken link instead of trying them one by one). A shared
-  risk never makes a working active path fail over by itself.
+- Shared risk: when two or more paths fell into a problem of their own (down, suspect, lossy, ...)
+  within ``shared_risk_window`` seconds and have not recovered (for their recovery hold), the
+  interfaces they all cross are the likely fault; any other path crossing one of them ranks with the
+  problem paths until those recover (so traffic skips the paths that share the broken link instead
+  of trying them one by one). The active path is exempt: its own data and probes outweigh the
+  inference, so a shared risk never moves a working path.
 - A pinned path wins while it is not down (and not excluded); otherwise selection proceeds normally
   and the reason says why the pin is not honoured.
 - Exploration: with probability ``exploration_probability`` a batch goes on another healthy
@@ -666,7 +667,8 @@ def _successor(ev: _Evaluation, failed: Candidate) -> Candidate:
         proven = c.quality.proven_at
         fresh = proven is not None and (gone is None or proven > gone)
         overlap = sum(1 for i in c.path.interfaces if i in shared)
-        return (ev.recovering(c), ev.tier(c), not ev.preferred(c), not fresh, overlap, rank)
+        broken = ev.absolute_problem(c) is not None
+        return (broken, ev.recovering(c), ev.tier(c), not ev.preferred(c), not fresh, overlap, rank)
 
     return min(enumerate(pool), key=key)[1]
 
