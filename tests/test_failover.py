@@ -146,8 +146,8 @@ async def degrade(lab: Lab, impairment: dict[str, float]) -> None:
         if name not in p_links:
             lab.impair(name, delay_ms=BASE_DELAY_MS)
     policy = SelectionPolicy(min_dwell=0.5)
-    # A datagram every 3 ms: the lab's routers delay packets in Python; less load, less noise.
-    async with rig(lab, PROBE_INTERVAL, policy=policy, send_interval=0.003) as r:
+    # A datagram every 5 ms: the lab's routers delay packets in Python; less load, less noise.
+    async with rig(lab, PROBE_INTERVAL, policy=policy, send_interval=0.005) as r:
         await steady_on(r, p.id, 0.5)
         rtts = {q["id"]: q["rtt_ms"] for q in r.a.paths(b_ia)}
         alternatives = [

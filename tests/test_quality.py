@@ -140,7 +140,7 @@ def test_scmp_notice_takes_the_path_down_at_once() -> None:
 
 
 def test_data_plane_liveness_marks_a_silent_path_suspect() -> None:
-    q = PathQuality(QualityConfig(liveness_timeout=0.2))
+    q = PathQuality(QualityConfig(liveness_timeout=0.2, liveness_timeout_without_acks=0.2))
     answer(q, 0, 0.0, 0.01)
     q.data_sent(1.00)
     q.data_sent(1.15)
@@ -333,3 +333,17 @@ def test_without_acks_probe_answers_keep_a_path_alive() -> None:
         q.data_sent(i * 0.01)
         answer(q, i, i * 0.01, 0.005)
     assert not q.suspect(0.1)  # a far end that never acks: probes are all there is
+
+
+def test_before_any_ack_the_floor_covers_a_probe_interval() -> None:
+    # Data every 5 ms, probes every 100 ms answered in 5 ms, no acks (yet): the path must not turn
+    # suspect between two probe answers, so the floor is liveness_timeout_without_acks (250 ms).
+    q = PathQuality(QualityConfig(liveness_timeout=0.08, probe_timeout_min=0.01))
+    for k in range(10):
+        answer(q, k, k * 0.1, 0.005)
+        for i in range(1, 20):
+            q.data_sent(k * 0.1 + i * 0.005)
+            assert not q.suspect(k * 0.1 + i * 0.005)
+    assert q.liveness_timeout() == pytest.approx(0.25)
+    q.data_acked(1.0, 1, 1, rtt=0.005)
+    assert q.liveness_timeout() == pytest.approx(0.08)  # acks flow: the tight floor applies

@@ -174,7 +174,10 @@ def test_scmp_interface_down_fails_over_at_once() -> None:
 
 
 def test_data_plane_silence_fails_over_before_probes_notice() -> None:
-    sim = Sim({A: const(0.010), B: const(0.030)}, qcfg=QualityConfig(liveness_timeout=0.15))
+    sim = Sim(
+        {A: const(0.010), B: const(0.030)},
+        qcfg=QualityConfig(liveness_timeout=0.15, liveness_timeout_without_acks=0.15),
+    )
     sim.run_until(1.0)
     qa = sim.quality[A.id]
     qa.data_sent(1.0)  # data goes out on A; nothing comes back (no probe in between)
@@ -498,7 +501,10 @@ Y = make_path("yyyy", 3, ("1-ff00:0:110", "1-ff00:0:140", DST))
 
 def test_successor_of_a_silent_path_has_fresh_evidence_then_disjoint_links() -> None:
     # X is the lowest RTT after A, but shares A's interfaces; Y is slower but disjoint from A's middle.
-    sim = Sim({A: const(0.010), X: const(0.011), Y: const(0.012)}, qcfg=QualityConfig(liveness_timeout=0.15))
+    sim = Sim(
+        {A: const(0.010), X: const(0.011), Y: const(0.012)},
+        qcfg=QualityConfig(liveness_timeout=0.15, liveness_timeout_without_acks=0.15),
+    )
     sim.run_until(1.0)
     assert sim.selector.status(DST).active == A.id
     qa = sim.quality[A.id]
@@ -509,7 +515,10 @@ def test_successor_of_a_silent_path_has_fresh_evidence_then_disjoint_links() -> 
     # interfaces decide.
     assert d.path == Y and d.failover and "suspect" in d.reason
     # Same again, but X answered a probe sent after A's last delivery: fresh evidence wins.
-    sim2 = Sim({A: const(0.010), X: const(0.011), Y: const(0.012)}, qcfg=QualityConfig(liveness_timeout=0.15))
+    sim2 = Sim(
+        {A: const(0.010), X: const(0.011), Y: const(0.012)},
+        qcfg=QualityConfig(liveness_timeout=0.15, liveness_timeout_without_acks=0.15),
+    )
     sim2.run_until(1.0)
     qa2 = sim2.quality[A.id]
     qa2.data_acked(1.0, 1, 1, rtt=0.01)

@@ -27,8 +27,9 @@ Rules kept here:
   the first such send is *suspect*. The timeout adapts to the path: the data
   round trip as acks measure it (probes until then), RFC 6298 style SRTT + 4 RTTVAR, plus
   ``answer_delay`` (how long the far end may hold its answer back: its ack interval), never below
-  ``liveness_timeout``. It relies on the far end answering data (acks); without them the floor must
-  exceed the probe interval plus the RTT, or an idle return direction makes healthy paths suspect.
+  ``liveness_timeout``. It relies on the far end answering data (acks); until a path has seen one,
+  the floor is ``liveness_timeout_without_acks``, which must exceed the probe interval plus the RTT,
+  or an idle return direction makes healthy paths suspect.
 - Bounded memory: fixed windows, at most ``max_outstanding`` probes in flight per path.
 """
 
@@ -67,6 +68,9 @@ class QualityConfig:
     probe_timeout_min: float = 0.05
     probe_timeout_max: float = 2.0
     liveness_timeout: float = 0.08  # floor of the adaptive liveness timeout
+    # Before the far end has acked anything on the path only probe answers come back: then the floor
+    # must exceed the probe interval plus the RTT.
+    liveness_timeout_without_acks: float = 0.25
     answer_delay: float = 0.0
     data_window: float = 0.2  # short: a loss that starts shows within ~100 ms, not diluted by the past
     data_loss_min_sent: int = 16
@@ -310,7 +314,8 @@ class PathQuality:
             rto = self.probe_timeout()
         else:
             rto = min(max(self._ack_srtt + 4 * self._ack_rttvar, c.probe_timeout_min), c.probe_timeout_max)
-        return max(c.liveness_timeout, rto + c.answer_delay)
+        floor = c.liveness_timeout if self.acks else max(c.liveness_timeout, c.liveness_timeout_without_acks)
+        return max(floor, rto + c.answer_delay)
 
     @property
     def rtt_recent(self) -> float | None:
