@@ -47,9 +47,9 @@ async def main(args: argparse.Namespace) -> None:
     policy = TrafficPolicy({peer: [args.remote_net]})
     own_net = str(ipaddress.ip_interface(args.tun_addr).network)
     with tun.TunDevice.open("sig0", netns=args.tun_ns, mtu=args.mtu, addresses=[args.tun_addr],
-                            routes=[args.remote_net]) as dev:
+                            routes=[args.remote_net], offload=args.offload) as dev:
         async with gw:
-            tunnel = IpTunnel(gw, dev, policy)
+            tunnel = IpTunnel(gw, dev, policy, frame_size=args.frame_size)
             async with trio.open_nursery() as nursery:
                 await nursery.start(tunnel.run)
                 print("ready", own_net, flush=True)
@@ -71,5 +71,8 @@ if __name__ == "__main__":
     p.add_argument("--tun-addr", required=True)
     p.add_argument("--remote-net", required=True)
     p.add_argument("--mtu", type=int, default=1420)
+    p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=True,
+                   help="virtio-net header TUN with TSO/USO and GRO-coalesced writes (default on)")
+    p.add_argument("--frame-size", type=int, default=1472, help="SIG frame size (bytes)")
     trio.run(main, p.parse_args())
     sys.exit(0)

@@ -20,7 +20,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from scion_appliance._fast.codec cimport ScionRecords, scion_parse, scion_rec_t, SCION_OK
-from scion_appliance._fast.tunio cimport tunio_read
+from scion_appliance._fast.tunio cimport TunReader, tunio_read, tunio_write_vnet
 from scion_appliance._fast.udpio cimport udpio_addr, udpio_send, UDPIO_DEST_ONE
 
 
@@ -162,9 +162,14 @@ cdef class TxBatch:
         PyMem_Free(self.out_offsets)
         PyMem_Free(self.order)
 
-    def read_tun(self, int fd):
-        """Reads up to a batch from a non-blocking TUN fd; returns the count (0: nothing waiting)."""
+    def read_tun(self, int fd, TunReader reader=None):
+        """Reads up to a batch from a non-blocking TUN fd; returns the count (0: nothing waiting). A
+        virtio-net-header device is read through its ``reader`` (super-packets split into slots)."""
         cdef int rc
+        if reader is not None:
+            rc = reader.read_into(fd, self.inp, self.in_stride, self.in_lens, self.batch)
+            self.n = rc
+            return rc
         with nogil:
             rc = tunio_read(fd, self.inp, self.in_stride, self.in_lens, self.batch)
         if rc < 0:
@@ -322,7 +327,8 @@ cdef class RxBatch:
     cdef uint8_t *slow
     cdef const uint8_t **pkt_ptrs
     cdef uint32_t *pkt_lens
-    cdef readonly Py_ssize_t batch, n, npkts, max_pkts
+    cdef uint32_t *gro_work
+    cdef readonly Py_ssize_t batch, n, npkts, max_pkts, tun_writes
     cdef readonly object offsets, status, counters
     cdef object _state  # the deframer whose arena the listed packets may point into
 
@@ -336,7 +342,9 @@ cdef class RxBatch:
         self.slow = <uint8_t *>PyMem_Calloc(batch, 1)
         self.pkt_ptrs = <const uint8_t **>PyMem_Calloc(self.max_pkts, sizeof(uint8_t *))
         self.pkt_lens = <uint32_t *>PyMem_Calloc(self.max_pkts, 4)
-        if not (self.receivers and self.is_data and self.slow and self.pkt_ptrs and self.pkt_lens):
+        self.gro_work = <uint32_t *>PyMem_Calloc(3 * self.max_pkts, 4)
+        if not (self.receivers and self.is_data and self.slow and self.pkt_ptrs and self.pkt_lens
+                and self.gro_work):
             raise MemoryError()
         self.offsets = memoryview(bytearray(4 * batch)).cast("I")
         self.status = bytearray(batch)
@@ -348,6 +356,7 @@ cdef class RxBatch:
         PyMem_Free(self.slow)
         PyMem_Free(self.pkt_ptrs)
         PyMem_Free(self.pkt_lens)
+        PyMem_Free(self.gro_work)
 
     def select(self, const uint8_t[::1] buf not None, Py_ssize_t stride, const uint32_t[::1] lengths not None,
                ScionRecords recs not None, Py_ssize_t n, uint16_t port, uint8_t msg_type):
@@ -434,12 +443,21 @@ cdef class RxBatch:
         """The deframed packets as bytes (tests)."""
         return [(<const char *>self.pkt_ptrs[k])[:self.pkt_lens[k]] for k in range(self.npkts)]
 
-    def write_tun(self, int fd):
-        """Writes the deframed packets to the TUN fd; returns (written, failed, first errno)."""
-        cdef size_t done, failed = 0
+    def write_tun(self, int fd, bint vnet=False):
+        """Writes the deframed packets to the TUN fd; returns (written, failed, first errno). On a
+        virtio-net-header device (``vnet``) runs of one flow go as one coalesced GSO write
+        (``tun_writes`` says how many writes the batch took)."""
+        cdef size_t done, failed = 0, writes = 0
         cdef int err = 0
         if self.npkts == 0:
+            self.tun_writes = 0
             return 0, 0, 0
         with nogil:
-            done = pl_tun_write(fd, self.pkt_ptrs, self.pkt_lens, self.npkts, &failed, &err)
+            if vnet:
+                done = tunio_write_vnet(fd, self.pkt_ptrs, self.pkt_lens, self.npkts, self.gro_work, &failed,
+                                        &err, &writes)
+            else:
+                done = pl_tun_write(fd, self.pkt_ptrs, self.pkt_lens, self.npkts, &failed, &err)
+                writes = done + failed
+        self.tun_writes = writes
         return done, failed, err

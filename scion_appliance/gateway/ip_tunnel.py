@@ -69,6 +69,7 @@ class TunnelDrop(enum.StrEnum):
     UNKNOWN_REMOTE = "unknown_remote"  # a frame from a peer the traffic policy does not list
     SPOOFED_SOURCE = "spoofed_source"  # inner source address outside the sending remote's prefixes
     TUN_WRITE = "tun_write_failed"  # the kernel refused the packet (device down, queue full)
+    BAD_OFFLOAD = "bad_offload"  # an offload read (GSO super-packet) that could not be split validly
 
 
 class FrameCarrier(Protocol):
@@ -210,7 +211,11 @@ class IpTunnel:
         sendmmsg in C. Returns the number of packets read (0: nothing waiting)."""
         tx = self._tx
         assert tx is not None
-        n = tx.read_tun(self.tun.fileno())
+        reader = self.tun.reader
+        n = tx.read_tun(self.tun.fileno(), reader)
+        if reader is not None and reader.dropped:
+            self._drop(TunnelDrop.BAD_OFFLOAD, reader.dropped)
+            reader.dropped = 0
         if n <= 0:
             return 0
         self.counters["tun_packets_read"] += n
@@ -315,7 +320,7 @@ class IpTunnel:
         if spoofed:
             self._drop(TunnelDrop.SPOOFED_SOURCE, spoofed, remote=peer_ia)
         if npkts:
-            written, failed, err = rx.write_tun(self.tun.fileno())
+            written, failed, err = rx.write_tun(self.tun.fileno(), self.tun.vnet_hdr)
             if failed:
                 self._drop(TunnelDrop.TUN_WRITE, failed, remote=peer_ia, detail=os.strerror(err))
             remote.counters["packets_written"] += written
