@@ -103,6 +103,13 @@ if [ -n "${RSS_SECONDS:-}" ]; then  # resident size of both appliances over a fu
       | tee -a "$OUT/results.txt"; sleep 10
   done
 fi
+diag() {  # where packets were lost: the TUN queues (TX dropped) and the receiving host's UDP errors
+  { echo "-- $1: TUN in host A"; ip -n e2eHostA -s link show "$2"
+    echo "-- $1: host B UDP"; ip netns exec e2eHostB nstat -az Udp* 2>/dev/null | awk '$2 > 0'
+    echo "-- $1: appliance/endpoint B UDP"; ip netns exec e2eAppB nstat -az Udp* 2>/dev/null | awk '$2 > 0'
+  } >> "$OUT/diag.txt" 2>&1 || true
+}
+diag scion sig0
 cleanup
 
 echo "== wireguard-go (same veth set-up) and the raw veth =="
@@ -128,6 +135,7 @@ ip netns exec e2eAppB iperf3 -s > "$OUT/iperf3-veth.log" 2>&1 & PIDS+=($!)
 sleep 0.5
 warmup
 measure wg e2eHostA 203.0.113.1 "$WA" "$WB"
+diag wg e2ewga
 r=$(trial veth_tcp e2eAppA 198.51.100.2 "$WA" "$WB"); echo "veth tcp - $r" | tee -a "$OUT/results.txt"
 for L in 1392 64; do
   r=$(trial "veth_udp$L" e2eAppA 198.51.100.2 "$WA" "$WB" -u -b 0 -l "$L"); echo "veth udp$L unpaced $r" | tee -a "$OUT/results.txt"

@@ -176,3 +176,192 @@ int udpio_send(int fd, const unsigned char *buf, size_t stride, size_t nslots, c
     }
     return (int)total;
 }
+
+/* ---- UDP GSO / GRO (see udpio.h) ---- */
+
+#include <netinet/udp.h>
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+#define GSO_MSGS 32
+
+int udpio_send_gso(int fd, const unsigned char *buf, size_t stride, size_t nslots, const uint32_t *lengths,
+                   const uint32_t *offsets, const udpio_addr *dest, const uint32_t *order, unsigned start,
+                   unsigned n, int *gso_refused)
+{
+    struct mmsghdr msgs[GSO_MSGS];
+    struct iovec iov[GSO_MSGS][UDPIO_GSO_MAX_SEGS];
+    unsigned segs[GSO_MSGS];
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } ctl[GSO_MSGS];
+    sockaddr_any one;
+    socklen_t one_len = 0;
+    unsigned total = 0;
+
+    if (dest) {
+        one_len = from_record(dest, &one);
+        if (one_len == 0)
+            return -EAFNOSUPPORT;
+    }
+    while (total < n) {
+        unsigned m = 0, k = start + total, end = start + n;
+        int bad = 0;
+        while (m < GSO_MSGS && k < end && !bad) {
+            unsigned cnt = 0;
+            size_t seg = 0, bytes = 0;
+            while (k < end && cnt < UDPIO_GSO_MAX_SEGS) {
+                size_t slot = order ? order[k] : k;
+                if (slot >= nslots) {
+                    bad = EINVAL;
+                    break;
+                }
+                size_t off = offsets ? offsets[slot] : 0, len = lengths[slot];
+                if (off > stride || len > stride - off) {
+                    bad = EINVAL;
+                    break;
+                }
+                if (cnt == 0)
+                    seg = len;
+                else if (len > seg || bytes + len > UDPIO_GSO_MAX_BYTES)
+                    break;
+                iov[m][cnt].iov_base = (void *)(buf + slot * stride + off);
+                iov[m][cnt].iov_len = len;
+                cnt++;
+                bytes += len;
+                k++;
+                if (len < seg)
+                    break; /* a shorter one ends the run */
+            }
+            if (cnt == 0)
+                break;
+            struct msghdr *h = &msgs[m].msg_hdr;
+            memset(h, 0, sizeof *h);
+            h->msg_iov = iov[m];
+            h->msg_iovlen = cnt;
+            if (dest) {
+                h->msg_name = &one;
+                h->msg_namelen = one_len;
+            }
+            if (cnt > 1) {
+                memset(&ctl[m], 0, sizeof ctl[m]);
+                h->msg_control = ctl[m].buf;
+                h->msg_controllen = sizeof ctl[m].buf;
+                struct cmsghdr *c = CMSG_FIRSTHDR(h);
+                c->cmsg_level = SOL_UDP;
+                c->cmsg_type = UDP_SEGMENT;
+                c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+                uint16_t s16 = (uint16_t)seg;
+                memcpy(CMSG_DATA(c), &s16, sizeof s16);
+            }
+            segs[m++] = cnt;
+        }
+        if (m == 0)
+            return total > 0 ? (int)total : -bad;
+        int sent = sendmmsg(fd, msgs, m, 0);
+        if (sent < 0) {
+            int e = errno;
+            if (segs[0] > 1 && (e == EINVAL || e == EMSGSIZE || e == EIO || e == EOPNOTSUPP)) {
+                /* The kernel will not cut this run: send it plainly, and say so. */
+                *gso_refused = 1;
+                int r = udpio_send(fd, buf, stride, nslots, lengths, offsets, dest,
+                                   dest ? UDPIO_DEST_ONE : UDPIO_DEST_NONE, order, start + total, segs[0]);
+                if (r < 0)
+                    return total > 0 ? (int)total : r;
+                total += (unsigned)r;
+                if ((unsigned)r < segs[0])
+                    break;
+                continue;
+            }
+            if (total > 0)
+                break;
+            if (e == EAGAIN || e == EWOULDBLOCK)
+                return 0;
+            return -e;
+        }
+        for (int j = 0; j < sent; j++)
+            total += segs[j];
+        if (sent < (int)m || bad)
+            break;
+    }
+    return (int)total;
+}
+
+int udpio_gro_recv(int fd, udpio_gro_reader *r, unsigned char *buf, size_t stride, uint32_t *lengths,
+                   udpio_addr *addrs, unsigned n)
+{
+    unsigned i = 0;
+    while (i < n) {
+        if (r->cur >= r->nmsg) {
+            struct mmsghdr msgs[UDPIO_GRO_MSGS];
+            struct iovec iov[UDPIO_GRO_MSGS];
+            sockaddr_any names[UDPIO_GRO_MSGS];
+            union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+            } ctl[UDPIO_GRO_MSGS];
+            for (unsigned j = 0; j < UDPIO_GRO_MSGS; j++) {
+                iov[j].iov_base = r->data[j];
+                iov[j].iov_len = UDPIO_GRO_BUF;
+                memset(&msgs[j].msg_hdr, 0, sizeof msgs[j].msg_hdr);
+                msgs[j].msg_hdr.msg_iov = &iov[j];
+                msgs[j].msg_hdr.msg_iovlen = 1;
+                msgs[j].msg_hdr.msg_name = &names[j];
+                msgs[j].msg_hdr.msg_namelen = sizeof names[j];
+                msgs[j].msg_hdr.msg_control = ctl[j].buf;
+                msgs[j].msg_hdr.msg_controllen = sizeof ctl[j].buf;
+            }
+            int got = recvmmsg(fd, msgs, UDPIO_GRO_MSGS, MSG_DONTWAIT, NULL);
+            if (got < 0) {
+                if (i > 0)
+                    break;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    return 0;
+                return -errno;
+            }
+            for (int j = 0; j < got; j++) {
+                r->len[j] = msgs[j].msg_len;
+                r->seg[j] = 0;
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[j].msg_hdr); c;
+                     c = CMSG_NXTHDR(&msgs[j].msg_hdr, c)) {
+                    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+                        int s;
+                        memcpy(&s, CMSG_DATA(c), sizeof s);
+                        r->seg[j] = (uint32_t)s;
+                    }
+                }
+                if (r->seg[j] == 0 || r->seg[j] > r->len[j])
+                    r->seg[j] = r->len[j]; /* one datagram */
+                to_record(&names[j], msgs[j].msg_hdr.msg_namelen, &r->addr[j]);
+            }
+            r->nmsg = (unsigned)got;
+            r->cur = 0;
+            r->off = 0;
+            if (got == 0)
+                break;
+        }
+        unsigned m = r->cur;
+        uint32_t left = r->len[m] - r->off;
+        uint32_t l = left < r->seg[m] ? left : r->seg[m];
+        size_t copy = l < stride ? l : stride;
+        memcpy(buf + (size_t)i * stride, r->data[m] + r->off, copy);
+        lengths[i] = l; /* > stride flags truncation, as udpio_recv */
+        if (addrs)
+            addrs[i] = r->addr[m];
+        i++;
+        r->off += l;
+        if (r->off >= r->len[m]) {
+            r->cur++;
+            r->off = 0;
+        }
+    }
+    return (int)i;
+}

@@ -46,4 +46,35 @@ int udpio_send(int fd, const unsigned char *buf, size_t stride, size_t nslots, c
                const uint32_t *offsets, const udpio_addr *dests, int dest_mode, const uint32_t *order,
                unsigned start, unsigned n);
 
+/* ---- UDP GSO (UDP_SEGMENT) on send, GRO (UDP_GRO) on receive ----
+ *
+ * udpio_send_gso sends like udpio_send to one destination (DEST_NONE or DEST_ONE), but a run of packets
+ * of one size (the last may be shorter; at most 64 and 64000 bytes) goes as one message the kernel cuts
+ * at that size. A run the kernel refuses as GSO (segment above the route MTU, no GSO support) is sent
+ * again without it, and *gso_refused is set so the caller may stop asking. Counts are packets.
+ *
+ * udpio_gro_recv receives into slot batches from a socket with UDP_GRO on: a coalesced message is cut
+ * back into its datagrams (the gso_size the kernel reports), each in its own slot with the sender's
+ * address; what does not fit the batch waits in the reader for the next call.
+ */
+#define UDPIO_GSO_MAX_SEGS 64
+#define UDPIO_GSO_MAX_BYTES 64000
+#define UDPIO_GRO_MSGS 8
+#define UDPIO_GRO_BUF 65536
+
+typedef struct {
+    unsigned nmsg, cur;  /* messages held, the one being cut */
+    uint32_t off;        /* where in it the next datagram starts */
+    uint32_t len[UDPIO_GRO_MSGS], seg[UDPIO_GRO_MSGS];
+    udpio_addr addr[UDPIO_GRO_MSGS];
+    unsigned char data[UDPIO_GRO_MSGS][UDPIO_GRO_BUF];
+} udpio_gro_reader;
+
+int udpio_send_gso(int fd, const unsigned char *buf, size_t stride, size_t nslots, const uint32_t *lengths,
+                   const uint32_t *offsets, const udpio_addr *dest, const uint32_t *order, unsigned start,
+                   unsigned n, int *gso_refused);
+
+int udpio_gro_recv(int fd, udpio_gro_reader *r, unsigned char *buf, size_t stride, uint32_t *lengths,
+                   udpio_addr *addrs, unsigned n);
+
 #endif

@@ -21,7 +21,7 @@ from libc.string cimport memcpy, memset
 
 from scion_appliance._fast.codec cimport ScionRecords, scion_parse, scion_rec_t, SCION_OK
 from scion_appliance._fast.tunio cimport TunReader, tunio_read, tunio_write_vnet
-from scion_appliance._fast.udpio cimport udpio_addr, udpio_send, UDPIO_DEST_ONE
+from scion_appliance._fast.udpio cimport udpio_addr, udpio_send, udpio_send_gso, UDPIO_DEST_ONE
 
 
 cdef extern from "pipeline.h" nogil:
@@ -132,6 +132,7 @@ cdef class TxBatch:
     cdef readonly Py_ssize_t batch, in_stride, out_stride, max_out, n, frames, live
     cdef readonly object out, out_lens, out_status, counters
     cdef readonly uint32_t frame_size
+    cdef readonly bint gso_refused
 
     def __cinit__(self, Py_ssize_t batch=64, Py_ssize_t in_stride=2048, uint32_t frame_size=1472):
         if batch <= 0 or in_stride <= 0:
@@ -253,8 +254,10 @@ cdef class TxBatch:
         self.live = live
         return live
 
-    def send(self, int fd, const uint8_t[::1] dest not None, Py_ssize_t start=0):
-        """sendmmsg of the ready datagrams from ``start``; returns how many went (0: would block)."""
+    def send(self, int fd, const uint8_t[::1] dest not None, Py_ssize_t start=0, bint gso=False):
+        """sendmmsg of the ready datagrams from ``start``; returns how many went (0: would block). With
+        ``gso``, runs of equal-sized datagrams go as UDP_SEGMENT messages (``gso_refused`` is set when
+        the kernel would not cut one; those went plainly)."""
         if dest.shape[0] < sizeof(udpio_addr):
             raise ValueError("dest must be one udpio address record")
         if start < 0 or start > self.live:
@@ -264,9 +267,15 @@ cdef class TxBatch:
         cdef const udpio_addr *d = <const udpio_addr *>&dest[0]
         if start == self.live:
             return 0
+        cdef int refused = 0
         with nogil:
-            rc = udpio_send(fd, self.out_p, self.out_stride, self.frames, &ol[0], self.out_offsets, d,
-                            UDPIO_DEST_ONE, self.order, <unsigned>start, <unsigned>(self.live - start))
+            if gso:
+                rc = udpio_send_gso(fd, self.out_p, self.out_stride, self.frames, &ol[0], self.out_offsets, d,
+                                    self.order, <unsigned>start, <unsigned>(self.live - start), &refused)
+            else:
+                rc = udpio_send(fd, self.out_p, self.out_stride, self.frames, &ol[0], self.out_offsets, d,
+                                UDPIO_DEST_ONE, self.order, <unsigned>start, <unsigned>(self.live - start))
+        self.gso_refused = refused != 0
         if rc < 0:
             _raise_errno(rc)
         return rc

@@ -20,3 +20,17 @@ cdef extern from "udpio.h" nogil:
     int udpio_send(int fd, const unsigned char *buf, size_t stride, size_t nslots, const uint32_t *lengths,
                    const uint32_t *offsets, const udpio_addr *dests, int dest_mode, const uint32_t *order,
                    unsigned start, unsigned n)
+
+    int UDPIO_GSO_MAX_SEGS
+    ctypedef struct udpio_gro_reader:
+        unsigned nmsg
+        unsigned cur
+    int udpio_send_gso(int fd, const unsigned char *buf, size_t stride, size_t nslots, const uint32_t *lengths,
+                       const uint32_t *offsets, const udpio_addr *dest, const uint32_t *order, unsigned start,
+                       unsigned n, int *gso_refused)
+    int udpio_gro_recv(int fd, udpio_gro_reader *r, unsigned char *buf, size_t stride, uint32_t *lengths,
+                       udpio_addr *addrs, unsigned n)
+
+
+cdef class GroReader:
+    cdef udpio_gro_reader *r

@@ -1,3 +1,5 @@
+import socket
+
 from typing_extensions import Buffer
 
 ADDR_SIZE: int
@@ -36,3 +38,22 @@ def send_batch_indexed(
     count: int,
     start: int = ...,
 ) -> int: ...
+
+SOL_UDP: int
+UDP_SEGMENT: int
+UDP_GRO: int
+GSO_MAX_SEGS: int
+
+def enable_gro(sock: socket.socket) -> bool: ...
+
+class GroReader:
+    @property
+    def pending(self) -> bool: ...
+    def recv_batch(
+        self, fd: int, buf: Buffer, stride: int, lengths: Buffer, addrs: Buffer | None = ..., max_count: int = ...
+    ) -> int: ...
+
+def send_batch_gso(
+    fd: int, buf: Buffer, stride: int, lengths: Buffer, offsets: Buffer | None, dest: Buffer | None, count: int,
+    start: int = ...,
+) -> tuple[int, bool]: ...

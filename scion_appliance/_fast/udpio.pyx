@@ -13,12 +13,17 @@ Rules kept here:
 - A received length greater than the stride means the datagram was truncated to the slot; the length is
   the datagram's real size. Consumers must check it before trusting the slot.
 - Source addresses of IPv4 peers on dual-stack sockets are stored as AF_INET (not ::ffff:a.b.c.d).
+- Offloads where the kernel has them (csrc/udpio.h): ``send_batch_gso`` sends runs of equal-sized
+  datagrams to one destination as one UDP_SEGMENT message each; ``GroReader`` receives from a socket with
+  UDP_GRO on (``enable_gro``) and cuts coalesced messages back into datagrams, one per slot. Slots,
+  lengths and addresses look exactly as ``recv_batch``/``send_batch`` have them.
 """
 
 import os
 import socket
 import struct
 
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy
 
@@ -192,3 +197,85 @@ def send_batch_indexed(int fd, const unsigned char[::1] buf, Py_ssize_t stride,
     if order is None:
         raise TypeError("order must be a uint32 array of slot indices")
     return _send(fd, buf, stride, lengths, offsets, dests, order, count, start)
+
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+GSO_MAX_SEGS = UDPIO_GSO_MAX_SEGS
+
+
+def enable_gro(sock):
+    """Turns UDP_GRO on for ``sock``; False when the kernel does not offer it."""
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+cdef class GroReader:
+    """Receives slot batches from a UDP_GRO socket; datagrams of a coalesced message that do not fit a
+    batch wait here for the next call (``pending``)."""
+
+    def __cinit__(self):
+        self.r = <udpio_gro_reader *>PyMem_Calloc(1, sizeof(udpio_gro_reader))
+        if self.r == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_Free(self.r)
+
+    @property
+    def pending(self):
+        return self.r.cur < self.r.nmsg
+
+    def recv_batch(self, int fd, unsigned char[::1] buf, Py_ssize_t stride, unsigned int[::1] lengths,
+                   unsigned char[::1] addrs=None, Py_ssize_t max_count=-1):
+        """As ``recv_batch``."""
+        cdef Py_ssize_t n = min(_slots(buf.shape[0], stride), lengths.shape[0])
+        cdef udpio_addr *ap = NULL
+        if addrs is not None:
+            n = min(n, addrs.shape[0] // ADDR_SIZE)
+            if addrs.shape[0] >= ADDR_SIZE:
+                ap = <udpio_addr *>&addrs[0]
+        if max_count >= 0:
+            n = min(n, max_count)
+        if n <= 0:
+            return 0
+        cdef int rc
+        with nogil:
+            rc = udpio_gro_recv(fd, self.r, &buf[0], <size_t>stride, <uint32_t *>&lengths[0], ap,
+                                <unsigned>min(n, 1 << 30))
+        if rc < 0:
+            _raise_errno(rc)
+        return rc
+
+
+def send_batch_gso(int fd, const unsigned char[::1] buf, Py_ssize_t stride, const unsigned int[::1] lengths,
+                   const unsigned int[::1] offsets, const unsigned char[::1] dest, Py_ssize_t count,
+                   Py_ssize_t start=0):
+    """``send_batch`` to one destination (``dest``: one record, or None on a connected socket) with runs
+    of equal-sized datagrams as UDP_SEGMENT messages. Returns (sent, gso_refused): ``gso_refused`` when the
+    kernel would not cut a run (those went plainly)."""
+    cdef Py_ssize_t nslots = min(_slots(buf.shape[0], stride), lengths.shape[0])
+    cdef const uint32_t *op = NULL
+    cdef const udpio_addr *dp = NULL
+    if offsets is not None:
+        nslots = min(nslots, offsets.shape[0])
+        op = <const uint32_t *>&offsets[0] if offsets.shape[0] > 0 else NULL
+    if dest is not None:
+        if dest.shape[0] != ADDR_SIZE:
+            raise ValueError(f"dest must be one {ADDR_SIZE}-byte record")
+        dp = <const udpio_addr *>&dest[0]
+    if count < 0 or start < 0 or start + count > nslots:
+        raise ValueError(f"start+count={start + count} outside the batch's {nslots} usable slots")
+    if count == 0:
+        return 0, False
+    cdef int rc, refused = 0
+    with nogil:
+        rc = udpio_send_gso(fd, &buf[0], <size_t>stride, <size_t>nslots, <const uint32_t *>&lengths[0], op, dp,
+                            NULL, <unsigned>start, <unsigned>count, &refused)
+    if rc < 0:
+        _raise_errno(rc)
+    return rc, refused != 0

@@ -51,6 +51,7 @@ class BatchDatapath:
         self.rx = pipeline.RxBatch(batch, stride)
         self._templates: dict[tuple[str, str], tuple[UdpPacketBuilder, pipeline.HeaderTemplate, bytes]] = {}
         self._receiving = False  # the receive state is in use (an ack or reply may drain the socket)
+        self.gso = True  # UDP_SEGMENT sends until the kernel refuses one (then plain sendmmsg)
 
     # -- send -----------------------------------------------------------------------------------------
 
@@ -113,7 +114,10 @@ class BatchDatapath:
         deadline = time.monotonic() + SEND_WAIT
         while sent < live:
             try:
-                got = tx.send(fd, dest, sent)
+                got = tx.send(fd, dest, sent, self.gso)
+                if tx.gso_refused:
+                    self.gso = False
+                    self.gw.counters["gso_refused"] += 1
             except OSError as e:
                 # That datagram is lost (the kernel refused it); the next call goes on after it.
                 self.gw.counters[f"drop_send_errno_{e.errno}"] += 1

@@ -198,6 +198,7 @@ class Gateway:
         q = replace(q, answer_delay=max(q.answer_delay, ACK_INTERVAL))
         self.prober = Prober(ia, host, port, probe_interval, q)
         self._acks = AckResponder()
+        self._acking: set[str] = set()  # peers that have acked our data (on any path)
         self._send_log = SendLog()
         self._ack_routes: dict[tuple[str, bytes, tuple[str, int]], UdpPacketBuilder] = {}
         self._chosen: dict[str, tuple[float, PathInfo]] = {}  # peer ia -> (decided at, path)
@@ -213,6 +214,7 @@ class Gateway:
         self._builders: dict[tuple[str, str], UdpPacketBuilder] = {}
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[IA, bytes]](1024)
         self._sock: socket.socket | None = None
+        self._gro: udpio.GroReader | None = None
         self._nursery: trio.Nursery | None = None
         self._started = time.monotonic()
         self.last_decision: dict[str, str] = {}
@@ -241,6 +243,8 @@ class Gateway:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)  # sendmmsg batches of full frames
         sock.bind((str(self.host), self.port))
         self._sock = sock
+        # UDP GRO: a burst of one sender arrives as one message, cut back into datagrams in C.
+        self._gro = udpio.GroReader() if udpio.enable_gro(sock) else None
         self._cm = trio.open_nursery()
         self._nursery = await self._cm.__aenter__()
         self._refresh_paths()
@@ -282,6 +286,7 @@ class Gateway:
         self._send_log.record(tun.session.local_index, counter, path.id, now)
         q = self.prober.quality.get(path.id)
         if q is not None:
+            q.far_end_acks = key in self._acking
             q.data_sent(now)
         self.counters["datagrams_sent"] += 1
         self._account(key, "tx", len(payload), self.last_tx)
@@ -594,14 +599,18 @@ class Gateway:
         assert self._sock is not None
         rx = _RxBatch()
         while True:
-            await trio.lowlevel.wait_readable(self._sock)
+            if self._gro is None or not self._gro.pending:  # datagrams of a cut message may still wait
+                await trio.lowlevel.wait_readable(self._sock)
             self._receive_batch(rx)
 
     def _receive_batch(self, rx: _RxBatch) -> int:
         """Receive and handle one batch if any is waiting (never blocks); returns its size."""
         assert self._sock is not None
         buf, lengths, addrs, recs = rx.buf, rx.lengths, rx.addrs, rx.recs
-        n = udpio.recv_batch(self._sock.fileno(), buf, STRIDE, lengths, addrs, BATCH)
+        if self._gro is not None:
+            n = self._gro.recv_batch(self._sock.fileno(), buf, STRIDE, lengths, addrs, BATCH)
+        else:
+            n = udpio.recv_batch(self._sock.fileno(), buf, STRIDE, lengths, addrs, BATCH)
         if n <= 0:
             return 0
         recs.parse_batch(buf, STRIDE, lengths, n)
@@ -811,7 +820,7 @@ class Gateway:
             self.counters["keepalives_received"] += 1
             return
         if kind == MSG_ACK:
-            self._on_ack(tun, plaintext, now)
+            self._on_ack(key, tun, plaintext, now)
             return
         if arrival is not None:
             self._send_ack(key, tun, counter, arrival, now)
@@ -866,13 +875,14 @@ class Gateway:
         except BlockingIOError:
             self.counters["drop_send_would_block"] += 1
 
-    def _on_ack(self, tun: _Tunnel, plaintext: bytes, now: float) -> None:
+    def _on_ack(self, key: str, tun: _Tunnel, plaintext: bytes, now: float) -> None:
         try:
             counter, received = decode_ack(plaintext)
         except AckError:
             self.counters["drop_bad_ack"] += 1
             return
         self.counters["acks_received"] += 1
+        self._acking.add(key)
         sent = self._send_log.lookup(tun.session.local_index, counter)
         if sent is None:
             self.counters["acks_unmatched"] += 1
