@@ -347,3 +347,14 @@ def test_before_any_ack_the_floor_covers_a_probe_interval() -> None:
     assert q.liveness_timeout() == pytest.approx(0.25)
     q.data_acked(1.0, 1, 1, rtt=0.005)
     assert q.liveness_timeout() == pytest.approx(0.08)  # acks flow: the tight floor applies
+
+
+def test_a_far_end_known_to_ack_gets_the_tight_floor_on_a_new_path() -> None:
+    # Traffic just moved to this path; the peer acked on the previous one, so silence here counts
+    # after the tight floor, not after a probe interval.
+    q = PathQuality(QualityConfig(liveness_timeout=0.08, probe_timeout_min=0.01))
+    answer(q, 1, 0.0, 0.005)
+    q.far_end_acks = True
+    assert q.liveness_timeout() == pytest.approx(0.08)
+    q.data_sent(1.0)
+    assert q.suspect(1.081)

@@ -27,8 +27,8 @@ Rules kept here:
   the first such send is *suspect*. The timeout adapts to the path: the data
   round trip as acks measure it (probes until then), RFC 6298 style SRTT + 4 RTTVAR, plus
   ``answer_delay`` (how long the far end may hold its answer back: its ack interval), never below
-  ``liveness_timeout``. It relies on the far end answering data (acks); until a path has seen one,
-  the floor is ``liveness_timeout_without_acks``, which must exceed the probe interval plus the RTT,
+  ``liveness_timeout``. It relies on the far end answering data (acks); until the path has seen one
+  (or the caller says the far end acks, ``far_end_acks``), the floor is ``liveness_timeout_without_acks``, which must exceed the probe interval plus the RTT,
   or an idle return direction makes healthy paths suspect.
 - Bounded memory: fixed windows, at most ``max_outstanding`` probes in flight per path.
 """
@@ -174,6 +174,8 @@ class PathQuality:
         self._data: deque[tuple[float, int, int]] = deque(maxlen=64)  # (ack time, sent, received) deltas
         self._ack_rtts: deque[tuple[float, float]] = deque(maxlen=c.data_rtt_samples)  # (ack time, rtt)
         self.acks = 0
+        # The far end is known to ack (it did on another path): this path's data will be acked too.
+        self.far_end_acks = False
 
     # -- events --------------------------------------------------------------------------------------
 
@@ -314,7 +316,8 @@ class PathQuality:
             rto = self.probe_timeout()
         else:
             rto = min(max(self._ack_srtt + 4 * self._ack_rttvar, c.probe_timeout_min), c.probe_timeout_max)
-        floor = c.liveness_timeout if self.acks else max(c.liveness_timeout, c.liveness_timeout_without_acks)
+        acking = self.acks or self.far_end_acks
+        floor = c.liveness_timeout if acking else max(c.liveness_timeout, c.liveness_timeout_without_acks)
         return max(floor, rto + c.answer_delay)
 
     @property
@@ -475,7 +478,8 @@ class PathQuality:
         # Once the far end is known to ack, data liveness is about data: a probe answer does not
         # clear it while data is flowing (probes may pass where data does not: MTU, a filter, a dead
         # far gateway behind a live router), only once the path has been idle past the timeout.
-        if data or not self.acks or now - self._last_data_sent > self.liveness_timeout():
+        acking = self.acks or self.far_end_acks
+        if data or not acking or now - self._last_data_sent > self.liveness_timeout():
             self._unanswered_since = None
 
 
