@@ -94,9 +94,8 @@ class BatchDatapath:
         log, sid = gw._send_log, tun.session.local_index
         for c in range(first, first + sent):
             log.record(sid, c, path.id, now)
-        q = gw.prober.quality.get(path.id)
-        if q is not None and sent:
-            q.data_sent(now)
+        if sent:
+            gw._data_sent(key, path.id, now)
         gw.counters["datagrams_sent"] += sent
         t = gw.transfer.get(key)
         if t is None:

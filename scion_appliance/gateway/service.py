@@ -284,10 +284,7 @@ class Gateway:
         self._send_on(path, self._builder(key, path).build(envelope))
         now = time.monotonic()
         self._send_log.record(tun.session.local_index, counter, path.id, now)
-        q = self.prober.quality.get(path.id)
-        if q is not None:
-            q.far_end_acks = key in self._acking
-            q.data_sent(now)
+        self._data_sent(key, path.id, now)
         self.counters["datagrams_sent"] += 1
         self._account(key, "tx", len(payload), self.last_tx)
         return {
@@ -295,6 +292,13 @@ class Gateway:
             "path": path.id,
             "elapsed_s": time.perf_counter() - t0,
         }
+
+    def _data_sent(self, key: str, path_id: str, now: float) -> None:
+        """Data went out on ``path_id``: start its liveness clock (shorter once the peer is known to ack)."""
+        q = self.prober.quality.get(path_id)
+        if q is not None:
+            q.far_end_acks = key in self._acking
+            q.data_sent(now)
 
     async def receive(self) -> tuple[IA, bytes]:
         """The next datagram from any peer: (its ISD-AS, payload)."""
