@@ -73,8 +73,8 @@ from scion_appliance.tunnel.session import Session
 
 STRIDE = 2048
 BATCH = 64
-MSG_DATAGRAM = 5  # envelope type for application datagrams (type 4 carries SIG frames of IP packets)
-MSG_ACK = 6  # sealed acknowledgement of data (``paths.acks``)
+MSG_DATAGRAM = messages.MessageType.DATAGRAM
+MSG_ACK = messages.MessageType.ACK
 RESELECT_INTERVAL = 0.02  # a path decision is reused this long (seconds) unless its path turns bad
 HANDSHAKE_TIMEOUT = 5.0
 

@@ -34,10 +34,14 @@ COOKIE_NONCE_LEN = 24
 
 
 class MessageType(IntEnum):
+    """Every envelope type on the appliance's port, in one place."""
+
     INITIATION = 1
     RESPONSE = 2
     COOKIE_REPLY = 3
-    DATA = 4
+    DATA = 4  # sealed SIG frames of IP packets
+    DATAGRAM = 5  # a sealed application datagram (the datagram API)
+    ACK = 6  # a sealed acknowledgement of data (layout in ``paths.acks``)
 
 
 class MessageDrop(StrEnum):
