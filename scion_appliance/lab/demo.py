@@ -8,7 +8,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import ipaddress
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,51 +15,22 @@ from typing import Any
 
 import trio
 
-from scion_appliance.gateway import Gateway, PeerSpec
+from scion_appliance.lab.failover import gateway_pair
 from scion_appliance.lab.lab import Lab
 from scion_appliance.paths.quality import QualityConfig
 from scion_appliance.paths.selection import SelectionPolicy
-from scion_appliance.scion.addr import IA
-from scion_appliance.tunnel.keys import generate_private_key, public_key
 
-GATEWAY_PORT = 30056
 SEND_INTERVAL = 0.005
-
-
-def _gateways(lab: Lab, a_ia: str, b_ia: str, probe_interval: float) -> tuple[Gateway, Gateway]:
-    ka, kb = generate_private_key(), generate_private_key()
-    quality = QualityConfig(down_after_lost=2, probe_timeout_min=0.03)
-    policy = SelectionPolicy(min_dwell=1.0)
-
-    def make(me: str, peer: str, key: bytes, peer_key: bytes) -> Gateway:
-        host = ipaddress.ip_address(lab.host_address(me))
-        return Gateway(
-            ia=IA.parse(me),
-            host=host,
-            port=GATEWAY_PORT,
-            private_key=key,
-            peers=[
-                PeerSpec(
-                    peer,
-                    IA.parse(peer),
-                    ipaddress.ip_address(lab.host_address(peer)),
-                    GATEWAY_PORT,
-                    public_key(peer_key),
-                    ipaddress.ip_address(lab.router_address(peer)[0]),
-                )
-            ],
-            path_source=lab.path_source(me),
-            probe_interval=probe_interval,
-            quality=quality,
-            policy=policy,
-        )
-
-    return make(a_ia, b_ia, ka, kb), make(b_ia, a_ia, kb, ka)
 
 
 async def _scenario(lab: Lab, say: Callable[[str], None], probe_interval: float) -> dict[str, Any]:
     a_ia, b_ia = lab.leaves[0], lab.leaves[1]
-    a, b = _gateways(lab, a_ia, b_ia, probe_interval)
+    a, b = gateway_pair(
+        lab,
+        probe_interval,
+        QualityConfig(down_after_lost=2, probe_timeout_min=0.03),
+        SelectionPolicy(min_dwell=1.0),
+    )
     received: list[tuple[float, int]] = []
     async with trio.open_nursery() as nursery, a, b:
 
@@ -142,7 +112,9 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="scion-lab-demo-") as tmp:
         lab = Lab.create("default", directory or tmp)
         say(f"starting the default lab in {lab.directory}: {len(lab.ases)} ASes, {len(lab.links)} links")
-        say("traffic goes through the gateways' datagram API (TUN mode in namespaces: tests/test_ip_tunnel.py)")
+        say(
+            "traffic goes through the gateways' datagram API (TUN mode in namespaces: tests/test_ip_tunnel.py)"
+        )
         lab.up()
         try:
             say(
