@@ -203,8 +203,8 @@ class InternalConnectivityDown(ScmpMessage):
         return cls.make(0, body)
 
 
-class Echo(ScmpMessage):
-    TYPE = ECHO_REQUEST
+class _Informational(ScmpMessage):
+    """Echo and traceroute both open with a 16-bit identifier and sequence number."""
 
     @property
     def identifier(self) -> int:
@@ -213,6 +213,10 @@ class Echo(ScmpMessage):
     @property
     def sequence(self) -> int:
         return int.from_bytes(self.body[2:4], "big")
+
+
+class Echo(_Informational):
+    TYPE = ECHO_REQUEST
 
     @property
     def data(self) -> bytes:
@@ -227,16 +231,8 @@ class Echo(ScmpMessage):
         return cls(t, 0, 0, identifier.to_bytes(2, "big") + sequence.to_bytes(2, "big") + data)
 
 
-class Traceroute(ScmpMessage):
+class Traceroute(_Informational):
     TYPE = TRACEROUTE_REQUEST
-
-    @property
-    def identifier(self) -> int:
-        return int.from_bytes(self.body[0:2], "big")
-
-    @property
-    def sequence(self) -> int:
-        return int.from_bytes(self.body[2:4], "big")
 
     @property
     def ia(self) -> IA:
