@@ -428,12 +428,15 @@ def test_bad_requests_get_errors_while_traffic_keeps_flowing(pair: tuple[Node, N
             assert c.post("/v1/paths/pin", content=b"{not json").status_code == 400
             assert c.post("/v1/peers/nobody/rekey").status_code == 404
             assert c.get("/v1/health").json()["status"] == "ok"  # while the slow client still hangs
+        # Traffic must go on after all that (and with the slow client still connected): wait for more
+        # sends to complete instead of counting how many fit in a fixed time on a loaded machine.
+        mark = len(results)
+        wait_until("traffic to keep flowing", lambda: len(results) >= mark + 10 or not t.is_alive(), timeout=20)
         slow.close()
-        time.sleep(0.3)
     finally:
         stop.set()
         t.join(10)
-    assert len(results) > 20 and set(results) == {200}, failures[:3]
+    assert len(results) >= mark + 10 and set(results) == {200}, failures[:3]
     wait_until("B to receive every datagram", lambda: rx_bytes(b) - before == 50 * len(results), timeout=3)
 
 
