@@ -330,3 +330,35 @@ async def test_full_handshake_across_the_lab(tmp_path: Path) -> None:
             assert sa.remote_index == sb.local_index and sb.remote_index == sa.local_index
             used = next(p for p in a.paths(b_ia) if p["id"] == info["path"])
             assert used["hops"] >= 2 and len(used["ases"]) >= 3  # a real inter-ISD path, not a direct one
+
+
+async def test_a_handshake_flood_is_answered_with_cookies_and_a_real_peer_still_gets_in() -> None:
+    from scion_appliance.scion.builder import UdpPacketBuilder
+    from scion_appliance.tunnel.handshake import Handshaker, PeerConfig
+
+    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
+    a, b = pair(
+        [PathInfo("direct", 0, (), b"", (str(HB), pb_))],
+        [PathInfo("direct", 0, (), b"", (str(HA), pa_))],
+        (pa_, pb_),
+    )
+    b._load.threshold = 5  # a flood is 5 handshake messages within a second here
+    async with a, b:
+        b_pub = b.handshaker.public_key
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.bind(("127.0.0.13", 0))
+        builder = UdpPacketBuilder(
+            IA1, ipaddress.ip_address("127.0.0.13"), sock.getsockname()[1], IA1, HB, pb_
+        )
+        for _ in range(40):  # initiations from keys B does not know, with a valid mac1
+            attacker = Handshaker(generate_private_key(), [PeerConfig(b_pub)], MemoryTimestampStore())
+            msg = attacker.create_initiation(b_pub, now=time.monotonic(), wall_time=time.time())
+            await sock.sendto(builder.build(msg), (str(HB), pb_))
+        await trio.sleep(0.3)
+        # Past the threshold B stops doing the DH work and answers with cookie replies instead.
+        assert b.counters["handshake_cookie_replies_sent"] >= 30
+        assert 1 <= b.counters["drop_handshake_unknown_peer"] <= 6  # the ones before the flood was seen
+        # The real peer, while B is still under load, gets a cookie, retries with mac2 and gets in.
+        with trio.fail_after(8):
+            await a.send(IA1, b"through the flood")
+            assert await b.receive() == (IA1, b"through the flood")

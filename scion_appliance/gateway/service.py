@@ -32,9 +32,10 @@ import array
 import hashlib
 import ipaddress
 import math
+import random
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -58,6 +59,7 @@ from scion_appliance.scion.l4 import UdpDatagram
 from scion_appliance.scion.path import EmptyPath, ScionPath
 from scion_appliance.scion.scmp import ECHO_REQUEST, Echo
 from scion_appliance.tunnel import messages
+from scion_appliance.tunnel.cookie import LoadMonitor
 from scion_appliance.tunnel.handshake import (
     Accepted,
     CookieChallenge,
@@ -76,6 +78,7 @@ BATCH = 64
 MSG_DATAGRAM = messages.MessageType.DATAGRAM
 MSG_ACK = messages.MessageType.ACK
 RESELECT_INTERVAL = 0.02  # a path decision is reused this long (seconds) unless its path turns bad
+HANDSHAKE_LOAD_THRESHOLD = 128  # handshake messages per second that count as a flood
 HANDSHAKE_TIMEOUT = 5.0
 
 
@@ -182,6 +185,7 @@ class Gateway:
         quality: QualityConfig | None = None,
         window_bits: int = 8192,
         store: HandshakeTimestampStore | None = None,
+        handshake_load_threshold: int = HANDSHAKE_LOAD_THRESHOLD,
     ) -> None:
         self.ia, self.host, self.port = ia, host, port
         self.peers = {str(p.ia): p for p in peers}
@@ -190,6 +194,11 @@ class Gateway:
         # ``store`` is the durable home of the handshake replay marks (``state.StateStore`` in the service).
         self._marks = _DeferredMarks(store or MemoryTimestampStore())
         self._store_writer = trio.CapacityLimiter(1)  # one synced write at a time, off the trio loop
+        # Under a flood of handshake messages, answer with cookies instead of doing the DH work
+        # (WireGuard's rule; our handling is synchronous, so the "backlog" is the last second's count).
+        self._load = LoadMonitor(threshold=handshake_load_threshold, hold=1.0)
+        self._recent_handshakes: deque[float] = deque()
+        self._rng = random.SystemRandom()
         self.handshaker = Handshaker(
             private_key, [PeerConfig(p.public_key, p.psk) for p in peers], self._marks
         )
@@ -459,7 +468,9 @@ class Gateway:
             )
             self._send_on(path, self._builder(key, path).build(msg))
             self.counters["handshake_initiations_sent"] += 1
-            with trio.move_on_after(delay):
+            # Jitter (up to a third of the wait, as WireGuard's REKEY_TIMEOUT_JITTER) keeps two peers
+            # that restarted together from retrying in lockstep.
+            with trio.move_on_after(delay + self._rng.uniform(0, delay / 3)):
                 await event.wait()
             delay = min(delay * 2, 2.0)
         self._ready.pop(key, None)
@@ -682,7 +693,9 @@ class Gateway:
             if kind == messages.MessageType.INITIATION:
                 self._on_initiation(payload, source, now, src_ia, (raw, rec, underlay))
             elif kind == messages.MessageType.RESPONSE:
-                got = self.handshaker.handle_response(payload, source=source, now=now)
+                got = self.handshaker.handle_response(
+                    payload, source=source, now=now, under_load=self._under_load(now)
+                )
                 if isinstance(got, Accepted):
                     self._install(got.result, now)
             elif kind == messages.MessageType.COOKIE_REPLY:
@@ -712,6 +725,14 @@ class Gateway:
         except BlockingIOError:
             self.counters["drop_send_would_block"] += 1
 
+    def _under_load(self, now: float) -> bool:
+        """Count one handshake message; True while the last second held ``threshold`` or more."""
+        recent = self._recent_handshakes
+        recent.append(now)
+        while recent and now - recent[0] > 1.0:
+            recent.popleft()
+        return self._load.under_load(len(recent), now)
+
     def _on_initiation(
         self,
         payload: bytes,
@@ -720,8 +741,11 @@ class Gateway:
         src_ia: IA,
         arrival: tuple[bytes, dict[str, Any], tuple[str, int]],
     ) -> None:
-        got = self.handshaker.handle_initiation(payload, source=source, now=now)
+        got = self.handshaker.handle_initiation(
+            payload, source=source, now=now, under_load=self._under_load(now)
+        )
         if isinstance(got, CookieChallenge):
+            self.counters["handshake_cookie_replies_sent"] += 1
             self._reply_back(str(src_ia), got.reply, arrival)
             return
         assert self._nursery is not None
