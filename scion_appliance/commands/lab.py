@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     from scion_appliance.lab import Lab
 
     if args.action == "demo":
+        from scion_appliance import log
         from scion_appliance.lab.demo import run_demo
+
+        log.configure("warning")  # JSON lines on stderr for anything that goes wrong; progress on stdout
 
         summary = run_demo(args.dir)
         return 0 if summary["received"] > 0 and summary["path_after"] != summary["path_before"] else 1

@@ -338,7 +338,9 @@ class IpTunnel:
         if remote is not None and remote in self._remotes:
             self._remotes[remote].counters[key] += count
         if first:
-            log.warning("ip_tunnel.drop", reason=str(reason), count=count,
+            # Link-local multicast (the kernel's IPv6 router solicitations on a new TUN) is expected noise.
+            emit = log.debug if reason == PacketClass.MULTICAST else log.warning
+            emit("ip_tunnel.drop", reason=str(reason), count=count,
                         remote=str(remote) if remote else None, **fields)
 
     def snapshot(self) -> dict[str, Any]:
