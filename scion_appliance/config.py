@@ -408,6 +408,9 @@ class Peer:
         p_keepalive,
         5.0,
     )
+    # The peer is a reference SCION IP gateway (scionproto): SIG frames go unsealed between our
+    # underlay.sig_port and its port 30056. No confidentiality, authenticity or replay protection.
+    plain: bool = setting("true or false (true: an unsealed reference SCION IP gateway)", p_bool, False)
 
 
 @dataclass(frozen=True)
@@ -485,7 +488,8 @@ class Config:
             if self.telemetry.otlp_endpoint
             else "telemetry off"
         )
-        sig = f" (+plain SIG {self.underlay.sig_port})" if self.underlay.sig_port else ""
+        plain = [p for p in self.peers if p.plain]
+        sig = f" (+plain SIG {self.underlay.sig_port} for {len(plain)} peer(s))" if plain else ""
         router = ", router on" if self.router else ""
         return (
             f"{self.source}: ok: {self.identity.isd_as}, {len(self.peers)} peer(s) ({peers}), "
@@ -573,6 +577,20 @@ def _cross_checks(cfg: Config, ctx: Ctx) -> None:
                 f"peers[{i}].isd_as",
                 f"an ISD-AS other than our own ({cfg.identity.isd_as})",
                 str(p.isd_as),
+            )
+        if p.plain and not cfg.underlay.sig_port:
+            raise ConfigError(
+                ctx.file,
+                "underlay.sig_port",
+                f"a UDP port for plain SIG frames (30056), since peers[{i}] ({p.name}) is plain",
+                "0 (plain SIG off)",
+            )
+        if p.plain and cfg.underlay.sig_port == cfg.underlay.port:
+            raise ConfigError(
+                ctx.file,
+                "underlay.sig_port",
+                f"a port other than underlay.port ({cfg.underlay.port}): plain frames need their own socket",
+                str(cfg.underlay.sig_port),
             )
         for j, net in enumerate(p.remote_prefixes):
             for other, where in owner:

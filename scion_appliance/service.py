@@ -106,10 +106,12 @@ def peer_specs(cfg: Config, lab: Lab | None) -> list[PeerSpec]:
     for i, p in enumerate(cfg.peers):
         ia = str(p.isd_as)
         if p.address is not None:
-            host, port = p.address[0], p.address[1] or cfg.underlay.port
+            # A plain peer is a reference gateway: its data port is 30056 unless the address says otherwise.
+            host, port = p.address[0], p.address[1] or (config_mod.SIG_PORT if p.plain else cfg.underlay.port)
         elif lab is not None:
             try:
-                host, port = ipaddress.ip_address(lab.host_address(ia)), cfg.underlay.port
+                host = ipaddress.ip_address(lab.host_address(ia))
+                port = config_mod.SIG_PORT if p.plain else cfg.underlay.port
             except OperatorError as e:
                 raise ConfigError(cfg.source, f"peers[{i}].isd_as", "an AS of the lab", str(e)) from None
         else:
@@ -132,7 +134,7 @@ def peer_specs(cfg: Config, lab: Lab | None) -> list[PeerSpec]:
                 "nothing",
             )
         psk = load_preshared_key(p.preshared_key_file) if p.preshared_key_file is not None else None
-        out.append(PeerSpec(p.name, p.isd_as, host, port, p.public_key, probe, psk))
+        out.append(PeerSpec(p.name, p.isd_as, host, port, p.public_key, probe, psk, plain=p.plain))
     return out
 
 
@@ -266,6 +268,7 @@ class Appliance:
             quality=quality_config(cfg),
             window_bits=cfg.replay.window_size,
             store=store,
+            sig_port=cfg.underlay.sig_port,
         )
         self.backend = GatewayControl(
             gw,
@@ -278,10 +281,18 @@ class Appliance:
         self.backend.interfaces["underlay"] = {
             "address": str(host),
             "port": cfg.underlay.port,
-            "sig_port": 0,  # plain SIG frames on a second port are not served by this release
+            "sig_port": 0,  # set once the plain SIG socket is open (some peer is plain)
         }
         self.backend.lifetime = self._lifetime
         return gw
+
+    def _show_sig_port(self) -> None:
+        """Status shows the plain SIG port only while its socket is open (some peer is plain)."""
+        assert self.gateway is not None and self.backend is not None
+        plain = self.gateway.plain_sig
+        underlay = self.backend.interfaces.get("underlay")
+        if underlay is not None:
+            underlay["sig_port"] = plain.port if plain is not None and plain.active else 0
 
     def _restore_quality(self) -> int:
         """Path quality saved at the last stop, for paths that are still candidates; returns how many."""
@@ -335,6 +346,7 @@ class Appliance:
             async with gw, trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self._signals)
+                self._show_sig_port()
                 restored = self._restore_quality()
                 self._start_tun(nursery)
                 self._start_router(nursery)
@@ -589,7 +601,13 @@ class Appliance:
         kept += [f"paths.{k}" for k in RESTART_ONLY_PATHS if getattr(old.paths, k) != getattr(new.paths, k)]
         if kept:
             log.warning("config.restart_needed", keys=kept, note="these keep their running values")
-        changes = self.gateway.set_peers(specs)
+        try:
+            changes = self.gateway.set_peers(specs)
+        except GatewayError as e:
+            log.error("config.reload_failed", error=str(e), note="the running configuration stays")
+            sd_notify("READY=1")
+            return False
+        self._show_sig_port()
         self.backend.peers_cfg = list(new.peers)
         self.backend.apply_policy(policy)
         if tpolicy is not None and [(p.isd_as, p.remote_prefixes) for p in old.peers] != [

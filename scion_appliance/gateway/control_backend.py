@@ -115,6 +115,8 @@ class GatewayControl:
         keepalives = []
         for p in self.peers_cfg:
             key = self._peer_ia(p)
+            if p.plain:  # a reference gateway: no session to watch, no keepalives it would understand
+                continue
             if self.gateway.handshaking(key):
                 self._connecting_since.setdefault(key, now)
             else:
@@ -140,6 +142,10 @@ class GatewayControl:
     def peer_state(self, p: PeerConfig, now: float) -> tuple[str, str]:
         """(state, why) of one peer: ``up``, ``connecting`` or ``down``."""
         key = self._peer_ia(p)
+        if p.plain:  # no session: up while a path carries its frames
+            if self.gateway.selector.status(key).active is None:
+                return "down", f"no usable path to {key}: {self.gateway.reason(key) or 'no paths'}"
+            return "up", "plain SIG (no session)"
         if self._live(key, now):
             if self.gateway.selector.status(key).active is None:
                 return "down", f"no usable path to {key}: {self.gateway.reason(key) or 'no paths'}"
@@ -167,6 +173,7 @@ class GatewayControl:
             "name": p.name,
             "isd_as": key,
             "public_key": base64.b64encode(p.public_key).decode(),
+            "mode": "plain" if p.plain else "sealed",
             "endpoint": _endpoint(spec.host, spec.port) if spec else None,
             "probe_address": str(spec.probe_host) if spec else None,
             "remote_prefixes": [str(n) for n in p.remote_prefixes],

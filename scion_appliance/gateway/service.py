@@ -23,6 +23,9 @@ Rules kept here:
   RTT, data loss. A path whose data goes unanswered past its liveness timeout is suspect and traffic
   moves. Before acting on a suspicion the socket is drained once, so a stalled loop is not mistaken
   for a dead path.
+- Peers marked ``plain`` (``PeerSpec.plain``) are reference SCION IP gateways: no handshake, no session,
+  frames travel without the envelope on a second socket (``gateway.plain_sig``), opened only when some
+  peer is plain. ``send`` hands their frames over there; nothing else here changes for them.
 - Drops are counted by reason in ``counters``; nothing is dropped silently.
 """
 
@@ -46,6 +49,7 @@ import trio
 from scion_appliance._fast import aead, codec, udpio
 from scion_appliance._fast.replay import ReplayWindow
 from scion_appliance.gateway.datapath import BatchDatapath, BatchSink
+from scion_appliance.gateway.plain_sig import PlainSig
 from scion_appliance.paths.acks import ACK_INTERVAL, AckError, AckResponder, SendLog, decode_ack
 from scion_appliance.paths.prober import Prober
 from scion_appliance.paths.quality import QualityConfig
@@ -97,6 +101,8 @@ class PeerSpec:
     public_key: bytes
     probe_host: HostAddr
     psk: bytes | None = field(default=None, repr=False)
+    # A reference SCION IP gateway: plain SIG frames to ``port`` (normally 30056), no envelope, no session.
+    plain: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,7 @@ class Gateway:
         window_bits: int = 8192,
         store: HandshakeTimestampStore | None = None,
         handshake_load_threshold: int = HANDSHAKE_LOAD_THRESHOLD,
+        sig_port: int = 0,
     ) -> None:
         self.ia, self.host, self.port = ia, host, port
         self.peers = {str(p.ia): p for p in peers}
@@ -200,8 +207,13 @@ class Gateway:
         self._recent_handshakes: deque[float] = deque()
         self._rng = random.SystemRandom()
         self.handshaker = Handshaker(
-            private_key, [PeerConfig(p.public_key, p.psk) for p in peers], self._marks
+            private_key, [PeerConfig(p.public_key, p.psk) for p in peers if not p.plain], self._marks
         )
+        # Plain SIG (reference gateway interop): our source port for plain frames, its socket opened
+        # only while some peer is plain.
+        self.plain_sig = PlainSig(self, sig_port) if sig_port else None
+        if any(p.plain for p in peers) and self.plain_sig is None:
+            raise ValueError("a plain peer needs a sig_port for its frames")
         q = quality or QualityConfig()
         # Our peers ack data (paths.acks): an answer may lag by up to one ack interval.
         q = replace(q, answer_delay=max(q.answer_delay, ACK_INTERVAL))
@@ -217,7 +229,9 @@ class Gateway:
         self.counters: Counter[str] = Counter()
         # Key rotation per peer (current, previous, next: ``tunnel.peer``); the keys of each session are in
         # its _Tunnel, found by the receiver index the peer writes into data messages to us.
-        self._sessions = {k: Peer(p.public_key, self.handshaker) for k, p in self.peers.items()}
+        self._sessions = {
+            k: Peer(p.public_key, self.handshaker) for k, p in self.peers.items() if not p.plain
+        }
         self._by_index: dict[int, tuple[str, _Tunnel]] = {}
         self._ready: dict[str, trio.Event] = {}
         self._builders: dict[tuple[str, str], UdpPacketBuilder] = {}
@@ -259,7 +273,29 @@ class Gateway:
         self._refresh_paths()
         self._nursery.start_soon(self._receive_loop)
         self._nursery.start_soon(self._probe_loop)
+        try:
+            self._start_plain()
+        except BaseException:
+            self._nursery.cancel_scope.cancel()
+            await self._cm.__aexit__(None, None, None)
+            self._sock.close()
+            raise
         return self
+
+    def _start_plain(self, peers: list[PeerSpec] | None = None) -> None:
+        """Open the plain SIG socket and its receive loop if some peer is plain and it is not open yet."""
+        peers = list(self.peers.values()) if peers is None else peers
+        if self.plain_sig is None or self.plain_sig.active or not any(p.plain for p in peers):
+            return
+        assert self._nursery is not None
+        try:
+            self.plain_sig.open()
+        except OSError as e:
+            raise GatewayError(
+                f"cannot open the plain SIG socket on {self.host} port {self.plain_sig.port}: "
+                f"{e.strerror or e}; free the port or change underlay.sig_port"
+            ) from None
+        self._nursery.start_soon(self.plain_sig.receive_loop)
 
     async def __aexit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -276,6 +312,8 @@ class Gateway:
             self._by_index.clear()
             if self._sock is not None:
                 self._sock.close()
+            if self.plain_sig is not None:
+                self.plain_sig.close()
 
     # -- the datagram API ---------------------------------------------------------------------------
 
@@ -286,6 +324,11 @@ class Gateway:
         ``messages.MessageType.DATA`` for SIG frames of IP packets (they go to ``ip_sink``)."""
         t0 = time.perf_counter()
         key = str(dst_ia)
+        spec = self.peers.get(key)
+        if spec is not None and spec.plain:
+            assert self.plain_sig is not None
+            await trio.lowlevel.checkpoint()
+            return self.plain_sig.send(key, payload, msg_type)
         tun = await self._tunnel(key)
         path = self._choose(key)
         counter = tun.send.send_counter
@@ -360,7 +403,7 @@ class Gateway:
         """Start a handshake with this peer now unless one is under way, or (without ``rekey``) a
         usable session exists. True if one was started."""
         key = str(dst_ia)
-        if key not in self.peers or key in self._ready or self._nursery is None:
+        if key not in self._sessions or key in self._ready or self._nursery is None:
             return False
         if not rekey and self._sessions[key].sending_session(time.monotonic()) is not None:
             return False
@@ -375,37 +418,55 @@ class Gateway:
         added = [k for k in new if k not in self.peers]
         removed = [k for k in self.peers if k not in new]
         changed = [k for k in new if k in self.peers and new[k] != self.peers[k]]
-        for key in removed + [k for k in changed if new[k].public_key != self.peers[k].public_key]:
+        if any(p.plain for p in peers) and self.plain_sig is None:
+            raise GatewayError("a plain peer needs a sig_port for its frames; this gateway has none")
+        if self._nursery is not None:
+            self._start_plain(peers)  # before anything changes: a port in use leaves the old peers
+        for key in removed + [
+            k for k in changed
+            if new[k].public_key != self.peers[k].public_key or new[k].plain != self.peers[k].plain
+        ]:
             old = self.peers[key]
-            self.handshaker.remove_peer(old.public_key)
-            pending = self._ready.pop(key, None)
-            if pending is not None:
-                pending.set()  # ends that handshake's retry loop and wakes its waiters (they get an error)
-            self._sessions[key].stop()
-            self._forget_dropped(key)  # wipes the keys of the sessions stop() let go of
-            del self._sessions[key]
+            if key in self._sessions:
+                self.handshaker.remove_peer(old.public_key)
+                pending = self._ready.pop(key, None)
+                if pending is not None:
+                    pending.set()  # ends that handshake's retry loop and wakes its waiters (they get an error)
+                self._sessions[key].stop()
+                self._forget_dropped(key)  # wipes the keys of the sessions stop() let go of
+                del self._sessions[key]
             self.prober.set_paths(old.ia, old.probe_host, [])
             self.selector.forget(key)
         for bkey in [b for b in self._builders if b[0] in removed or b[0] in changed]:
             del self._builders[bkey]
         self.peers = new
         for k, p in new.items():
+            if p.plain:
+                continue
             self.handshaker.add_peer(PeerConfig(p.public_key, p.psk))
             if k not in self._sessions:
                 self._sessions[k] = Peer(p.public_key, self.handshaker)
+        if self.plain_sig is not None:
+            self.plain_sig.forget()
         self._refresh_paths()
         return {"added": added, "removed": removed, "changed": changed}
 
     def paths_changed(self) -> None:
         """The path source holds new paths (or new raw bytes for known ids): probe them, rebuild headers."""
         self._builders.clear()
+        if self.plain_sig is not None:
+            self.plain_sig.forget()
         self._refresh_paths()
 
     # -- sessions -----------------------------------------------------------------------------------
 
     def send_frames(self, dst_ia: IA | str, tx: Any, remote: int, encoder: Any) -> int | None:
         """Batch send (``datapath.BatchDatapath.send_frames``): frames, seals and sends the packets of
-        ``tx`` (a ``_fast.pipeline.TxBatch``) marked for ``remote``; None when no session is ready."""
+        ``tx`` (a ``_fast.pipeline.TxBatch``) marked for ``remote``; None when no session is ready.
+        Plain peers always get None: their frames take the per-frame way (``send``, ``plain_sig``)."""
+        spec = self.peers.get(str(dst_ia))
+        if spec is not None and spec.plain:
+            return None
         return self.datapath.send_frames(dst_ia, tx, remote, encoder)
 
     def _tunnel_now(self, key: str) -> _Tunnel | None:
@@ -477,7 +538,9 @@ class Gateway:
 
     def _install(self, result: HandshakeResult, now: float) -> str | None:
         """A completed handshake (either role) becomes a session of its peer (``tunnel.peer`` rotation)."""
-        key = next((k for k, p in self.peers.items() if p.public_key == result.peer_public), None)
+        key = next(
+            (k for k, p in self.peers.items() if p.public_key == result.peer_public and k in self._sessions), None
+        )
         if key is None:
             return None
         peer = self._sessions[key]
