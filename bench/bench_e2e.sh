@@ -5,12 +5,16 @@
 #   DUR=3 bash bench/bench_e2e.sh            (results and logs in $OUT, default a temp dir)
 # Loss-free rate: the highest offered UDP rate (iperf3 -b) with loss under 0.5%, searched downwards from
 # the unpaced (-b 0) delivery rate in steps of 15%. CPU: the tunnel processes' user+system time.
+# TXQLEN: the appliance's TUN txqueuelen (its config key tun.txqueuelen; default the appliance's, 0 = the
+# kernel's 500). WG_TXQLEN: the same for wireguard-go's TUN (default: left as wireguard-go opens it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-3}
 OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
 PY=${PY:-.venv/bin/python}
 TCK=$(getconf CLK_TCK)
+TXQ=()
+if [ -n "${TXQLEN:-}" ]; then TXQ=(--txqueuelen "$TXQLEN"); fi
 NS=(e2eAppA e2eAppB e2eHostA e2eHostB)
 PIDS=()
 
@@ -81,10 +85,10 @@ echo "== scion-appliance (two appliance processes, TUN in host namespaces) =="
 for n in "${NS[@]}"; do ip netns add "$n"; done
 underlay e2eAppA e2eAppB
 ip netns exec e2eAppA "$PY" bench/e2e_appliance.py --me a --peer b --tun-ns e2eHostA --local 198.51.100.1 \
-  --remote 198.51.100.2 --tun-addr 192.0.2.1/24 --remote-net 203.0.113.0/24 > "$OUT/appA.log" 2>&1 &
+  --remote 198.51.100.2 --tun-addr 192.0.2.1/24 --remote-net 203.0.113.0/24 "${TXQ[@]}" > "$OUT/appA.log" 2>&1 &
 PA=$!; PIDS+=("$PA")
 ip netns exec e2eAppB "$PY" bench/e2e_appliance.py --me b --peer a --tun-ns e2eHostB --local 198.51.100.2 \
-  --remote 198.51.100.1 --tun-addr 203.0.113.1/24 --remote-net 192.0.2.0/24 > "$OUT/appB.log" 2>&1 &
+  --remote 198.51.100.1 --tun-addr 203.0.113.1/24 --remote-net 192.0.2.0/24 "${TXQ[@]}" > "$OUT/appB.log" 2>&1 &
 PB=$!; PIDS+=("$PB")
 for _ in $(seq 100); do grep -q ready "$OUT/appA.log" && grep -q ready "$OUT/appB.log" && break; sleep 0.1; done
 ip netns exec e2eHostB iperf3 -s > "$OUT/iperf3-scion.log" 2>&1 & PIDS+=($!)
@@ -130,6 +134,9 @@ ip -n e2eHostA addr add 192.0.2.1/24 dev e2ewga; ip -n e2eHostA link set e2ewga 
 ip -n e2eHostB addr add 203.0.113.1/24 dev e2ewgb; ip -n e2eHostB link set e2ewgb mtu 1420 up
 ip -n e2eHostA route add 203.0.113.0/24 dev e2ewga 2>/dev/null || true
 ip -n e2eHostB route add 192.0.2.0/24 dev e2ewgb 2>/dev/null || true
+if [ -n "${WG_TXQLEN:-}" ]; then
+  ip -n e2eHostA link set e2ewga txqueuelen "$WG_TXQLEN"; ip -n e2eHostB link set e2ewgb txqueuelen "$WG_TXQLEN"
+fi
 ip netns exec e2eHostB iperf3 -s > "$OUT/iperf3-wg.log" 2>&1 & PIDS+=($!)
 ip netns exec e2eAppB iperf3 -s > "$OUT/iperf3-veth.log" 2>&1 & PIDS+=($!)
 sleep 0.5

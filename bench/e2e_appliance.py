@@ -47,7 +47,8 @@ async def main(args: argparse.Namespace) -> None:
     policy = TrafficPolicy({peer: [args.remote_net]})
     own_net = str(ipaddress.ip_interface(args.tun_addr).network)
     with tun.TunDevice.open("sig0", netns=args.tun_ns, mtu=args.mtu, addresses=[args.tun_addr],
-                            routes=[args.remote_net], offload=args.offload) as dev:
+                            routes=[args.remote_net], offload=args.offload,
+                            txqueuelen=args.txqueuelen or None) as dev:
         async with gw:
             tunnel = IpTunnel(gw, dev, policy, frame_size=args.frame_size)
             async with trio.open_nursery() as nursery:
@@ -73,6 +74,8 @@ if __name__ == "__main__":
     p.add_argument("--mtu", type=int, default=1420)
     p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=True,
                    help="virtio-net header TUN with TSO/USO and GRO-coalesced writes (default on)")
+    p.add_argument("--txqueuelen", type=int, default=tun.TXQUEUELEN,
+                   help="the TUN device's transmit queue (packets; 0: the kernel's default, 500)")
     # 1396: the largest frame whose sealed datagram (+32 envelope, +44 SCION/UDP on an empty path, +28
     # underlay IPv4/UDP) fits the 1500-byte veth unfragmented, as UDP GSO needs.
     p.add_argument("--frame-size", type=int, default=1396, help="SIG frame size (bytes)")

@@ -420,6 +420,8 @@ class Tun:
         'an address with prefix length like "10.1.0.1/24"', p_optional(p_interface), None
     )
     mtu: int = setting("an MTU from 576 to 9000", p_int(576, 9000), 1400)
+    # The kernel's TUN default (500) overflows under bursty LAN senders between two gateway reads.
+    txqueuelen: int = setting("a transmit queue length from 1 to 100000 packets", p_int(1, 100_000), 1000)
     netns: str | None = setting(
         'the name of an existing network namespace for the device ("" = the service\'s own)',
         p_optional(p_netns),

@@ -428,7 +428,8 @@ class Appliance:
         policy = TrafficPolicy.from_peers(self.cfg.peers, source=str(self.cfg.source))
         routes = [str(n) for ia in policy.remotes for n in policy.prefixes(ia)]
         self._tun_dev = tun_mod.TunDevice.open(
-            t.name, netns=t.netns, mtu=t.mtu, addresses=[str(t.address)] if t.address else [], routes=routes
+            t.name, netns=t.netns, mtu=t.mtu, addresses=[str(t.address)] if t.address else [], routes=routes,
+            txqueuelen=t.txqueuelen,
         )
         assert self.backend is not None
         self.backend.interfaces["tun"] = {

@@ -15,6 +15,10 @@ Rules kept here:
   ``reader`` splits, and writes may coalesce one flow's packets into one (``tunio.write_vnet``). The
   offloads the kernel refused are left out (``offloads`` says which it took); without the header the
   device moves one packet per syscall as before.
+- ``txqueuelen`` is the device's transmit queue toward the gateway (packets the LAN's hosts sent that
+  the gateway has not read yet). The kernel's TUN default, 500, overflows under bursty senders (a paced
+  iperf3, a TCP window opening) while the gateway is between reads; ``TXQUEUELEN`` is what ``open``
+  sets unless told otherwise.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ _OFFLOAD_SETS = (
 )
 # struct ifreq: 16-byte name, then a union whose first member (short flags) is all TUNSETIFF reads.
 _IFREQ = struct.Struct("16sH22x")
+
+TXQUEUELEN = 1000  # packets; the kernel's TUN default is 500 (Ethernet devices get 1000)
 
 NEEDS_PRIVILEGE = "run as root or give the process CAP_NET_ADMIN (systemd: AmbientCapabilities=CAP_NET_ADMIN)"
 
@@ -123,10 +129,12 @@ class TunDevice:
         routes: Sequence[str] = (),
         up: bool = True,
         offload: bool = False,
+        txqueuelen: int | None = TXQUEUELEN,
     ) -> TunDevice:
         """Creates TUN device ``name`` (``%d`` lets the kernel number it), optionally inside network
         namespace ``netns``, then sets its MTU, adds ``addresses`` (CIDR), brings it up and adds
-        ``routes`` (prefixes routed into the device). ``offload``: see the module's rules."""
+        ``routes`` (prefixes routed into the device). ``offload`` and ``txqueuelen`` (None: the kernel's
+        default): see the module's rules."""
         _netns.check_ifname(name.replace("%d", "0"))
         with _netns.entered(netns) if netns is not None else contextlib.nullcontext():
             fd, actual = _open_fd(name, IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0))
@@ -135,6 +143,8 @@ class TunDevice:
         try:
             if mtu is not None:
                 dev.set_mtu(mtu)
+            if txqueuelen is not None:
+                dev.set_txqueuelen(txqueuelen)
             for cidr in addresses:
                 dev.add_address(cidr)
             if up:
@@ -152,6 +162,16 @@ class TunDevice:
         if not 68 <= mtu <= 65535:
             raise ValueError(f"MTU {mtu} outside 68..65535")
         _netns.set_mtu(self.name, mtu, netns=self.netns)
+
+    def set_txqueuelen(self, length: int) -> None:
+        if not 1 <= length <= 1_000_000:
+            raise ValueError(f"txqueuelen {length} outside 1..1000000")
+        _netns.ip("link", "set", "dev", self.name, "txqueuelen", str(length), netns=self.netns)
+
+    @property
+    def txqueuelen(self) -> int:
+        out = _netns.ip("-o", "link", "show", "dev", self.name, netns=self.netns).split()
+        return int(out[out.index("qlen") + 1].rstrip("\\")) if "qlen" in out else 0
 
     def add_address(self, cidr: str) -> None:
         _netns.add_address(self.name, cidr, netns=self.netns)

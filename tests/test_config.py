@@ -58,6 +58,7 @@ def test_example_config_validates_with_every_section() -> None:
     assert cfg.router is not None and cfg.router.topology == Path("/etc/scion/topology.json")
     assert cfg.tun is not None and cfg.tun.address == ipaddress.ip_interface("10.1.0.1/24")
     assert cfg.tun.netns is None  # "" in the example: the service's own namespace
+    assert cfg.tun.txqueuelen == 1000
     assert cfg.replay.window_size == 8192
 
 
@@ -156,6 +157,7 @@ def test_error_message_shape() -> None:
         ('[tun]\nname = "a-name-that-is-too-long"\n', "tun.name", "'a-name-that-is-too-long'"),
         ('[tun]\naddress = "2001:db8::1/64"\nmtu = 1000\n', "tun.mtu", "1000"),
         ('[tun]\nnetns = "../etc"\n', "tun.netns", "'../etc'"),
+        ("[tun]\ntxqueuelen = 0\n", "tun.txqueuelen", "0"),
         ('[telemetry]\notlp_endpoint = "collector:4318"\n', "telemetry.otlp_endpoint", "'collector:4318'"),
         ("[telemetry]\nexport_interval_s = 0\n", "telemetry.export_interval_s", "0 (out of range)"),
         ('[router]\ntopology = "t.json"\n', "router.keys_dir", "nothing (this key is required)"),

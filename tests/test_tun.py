@@ -240,6 +240,20 @@ def test_kernel_numbered_name_and_routes(requires_root_netns: None) -> None:
         assert any(socket.inet_ntoa(p[16:20]) == "203.0.113.9" for p in _read_ipv4(d, 1))
 
 
+@pytest.mark.netns
+def test_txqueuelen_default_and_explicit(requires_root_netns: None) -> None:
+    # The kernel gives a TUN device 500; open() sets the module's default, or what it is told.
+    with netns.scratch() as ns:
+        with tun.TunDevice.open("satun0", netns=ns) as d:
+            assert d.txqueuelen == tun.TXQUEUELEN
+        with tun.TunDevice.open("satun0", netns=ns, txqueuelen=4000) as d:
+            assert d.txqueuelen == 4000
+        with tun.TunDevice.open("satun0", netns=ns, txqueuelen=None) as d:
+            assert d.txqueuelen == 500
+        with pytest.raises(ValueError, match="txqueuelen"):
+            tun.TunDevice.open("satun0", netns=ns, txqueuelen=0)
+
+
 def test_missing_device_node_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tun, "TUN_PATH", "/nonexistent/net/tun")
     assert "modprobe tun" in (tun.unavailable_reason() or "")
