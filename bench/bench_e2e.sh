@@ -7,6 +7,7 @@
 # the unpaced (-b 0) delivery rate in steps of 15%. CPU: the tunnel processes' user+system time.
 # TXQLEN: the appliance's TUN txqueuelen (its config key tun.txqueuelen; default the appliance's, 0 = the
 # kernel's 500). WG_TXQLEN: the same for wireguard-go's TUN (default: left as wireguard-go opens it).
+# UDP_SEGS: UDP datagrams per coalesced TUN write on the receiving appliance (default 64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-3}
@@ -15,6 +16,7 @@ PY=${PY:-.venv/bin/python}
 TCK=$(getconf CLK_TCK)
 TXQ=()
 if [ -n "${TXQLEN:-}" ]; then TXQ=(--txqueuelen "$TXQLEN"); fi
+if [ -n "${UDP_SEGS:-}" ]; then TXQ+=(--udp-write-segs "$UDP_SEGS"); fi
 NS=(e2eAppA e2eAppB e2eHostA e2eHostB)
 PIDS=()
 

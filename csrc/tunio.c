@@ -339,6 +339,14 @@ typedef struct {
 size_t tunio_write_vnet(int fd, const uint8_t *const *ptrs, const uint32_t *lens, size_t n, uint32_t *work,
                         size_t *failed, int *first_errno, size_t *writes)
 {
+    return tunio_write_vnet_capped(fd, ptrs, lens, n, work, failed, first_errno, writes, TUNIO_MAX_SEGS);
+}
+
+size_t tunio_write_vnet_capped(int fd, const uint8_t *const *ptrs, const uint32_t *lens, size_t n, uint32_t *work,
+                               size_t *failed, int *first_errno, size_t *writes, uint32_t udp_max_segs)
+{
+    if (udp_max_segs < 1 || udp_max_segs > TUNIO_MAX_SEGS)
+        udp_max_segs = TUNIO_MAX_SEGS;
     uint32_t *item_head = work, *item_tail = work + n, *next_of = work + 2 * n;
     size_t nitems = 0, done = 0, bad = 0, calls = 0;
     gro_run open[GRO_OPEN];
@@ -355,7 +363,8 @@ size_t tunio_write_vnet(int fd, const uint8_t *const *ptrs, const uint32_t *lens
             if (!r->live || !same_flow(&r->head, &c))
                 continue;
             const uint8_t *hl4 = r->head.p + r->head.iphl, *cl4 = c.p + c.iphl;
-            int fits = c.payload <= r->head.payload && r->count < TUNIO_MAX_SEGS
+            int fits = c.payload <= r->head.payload
+                       && r->count < (c.proto == 17 ? udp_max_segs : TUNIO_MAX_SEGS)
                        && r->head.iphl + r->head.l4hl + r->total + c.payload <= 65535;
             if (fits && c.proto == 6)
                 fits = be32(cl4 + 4) == r->next_seq && memcmp(hl4 + 8, cl4 + 8, 4) == 0

@@ -71,6 +71,12 @@ int tunio_read_vnet(int fd, tunio_reader *r, unsigned char *buf, size_t stride, 
 size_t tunio_write_vnet(int fd, const uint8_t *const *ptrs, const uint32_t *lens, size_t n, uint32_t *work,
                         size_t *failed, int *first_errno, size_t *writes);
 
+/* tunio_write_vnet with at most udp_max_segs datagrams in one coalesced UDP write (1..TUNIO_MAX_SEGS;
+ * 1: every UDP datagram alone). A receiving socket without UDP_GRO takes a coalesced write's datagrams
+ * into its buffer all at once; smaller runs leave its reader time between them. TCP is not capped. */
+size_t tunio_write_vnet_capped(int fd, const uint8_t *const *ptrs, const uint32_t *lens, size_t n, uint32_t *work,
+                               size_t *failed, int *first_errno, size_t *writes, uint32_t udp_max_segs);
+
 /* Writes packets k = start..start+n-1 as tunio_write does, each behind a zero virtio header. */
 int tunio_write_plain_vnet(int fd, const unsigned char *buf, size_t stride, size_t nslots, const uint32_t *lengths,
                            const uint32_t *offsets, const uint32_t *order, unsigned start, unsigned n);

@@ -378,12 +378,12 @@ def _udp(v: int, data: bytes, ident: int = 1, sport: int = 40000) -> bytes:
                                  ident), 17)
 
 
-def _coalesce(packets: list[bytes]) -> list[bytes]:
+def _coalesce(packets: list[bytes], udp_segs: int = 64) -> list[bytes]:
     """What write_vnet writes, one message per writev (a SOCK_SEQPACKET pair keeps the boundaries)."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with a, b:
         a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        done, failed, _, writes = tunio.write_vnet(a.fileno(), packets)
+        done, failed, _, writes = tunio.write_vnet(a.fileno(), packets, udp_segs)
         assert (done, failed) == (len(packets), 0)
         b.setblocking(False)
         out = [b.recv(SEQPACKET_MAX) for _ in range(writes)]
@@ -392,6 +392,16 @@ def _coalesce(packets: list[bytes]) -> list[bytes]:
 
 def _vnet(msg: bytes) -> tuple[int, int, int, int, int, int]:
     return struct.unpack_from("<BBHHHH", msg)  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+
+
+@pytest.mark.parametrize(("cap", "sizes"), [(64, [40]), (16, [16, 16, 8]), (1, [1] * 40)])
+def test_udp_runs_capped_tcp_not(cap: int, sizes: list[int]) -> None:
+    # 40 equal datagrams of one flow: writes of at most `cap` (1: each alone, with a zero header).
+    dgrams = [_udp(4, bytes([i]) * 100, ident=i + 1) for i in range(40)]
+    msgs = _coalesce(dgrams, udp_segs=cap)
+    counts = [(len(m) - tunio.VNET_HDR_LEN - 28) // 100 for m in msgs]
+    assert counts == sizes
+    assert all(_vnet(m)[1] == (5 if k > 1 else 0) for m, k in zip(msgs, counts, strict=True))
 
 
 @pytest.mark.parametrize("v", [4, 6])

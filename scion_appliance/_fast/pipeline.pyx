@@ -20,7 +20,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from scion_appliance._fast.codec cimport ScionRecords, scion_parse, scion_rec_t, SCION_OK
-from scion_appliance._fast.tunio cimport TunReader, tunio_read, tunio_write_vnet
+from scion_appliance._fast.tunio cimport TunReader, tunio_read, tunio_write_vnet_capped
 from scion_appliance._fast.udpio cimport udpio_addr, udpio_send, udpio_send_gso, UDPIO_DEST_ONE
 
 
@@ -452,10 +452,11 @@ cdef class RxBatch:
         """The deframed packets as bytes (tests)."""
         return [(<const char *>self.pkt_ptrs[k])[:self.pkt_lens[k]] for k in range(self.npkts)]
 
-    def write_tun(self, int fd, bint vnet=False):
+    def write_tun(self, int fd, bint vnet=False, unsigned int udp_segs=64):
         """Writes the deframed packets to the TUN fd; returns (written, failed, first errno). On a
-        virtio-net-header device (``vnet``) runs of one flow go as one coalesced GSO write
-        (``tun_writes`` says how many writes the batch took)."""
+        virtio-net-header device (``vnet``) runs of one flow go as one coalesced GSO write of at most
+        ``udp_segs`` UDP datagrams (TCP up to 64 segments; ``tun_writes`` says how many writes the batch
+        took)."""
         cdef size_t done, failed = 0, writes = 0
         cdef int err = 0
         if self.npkts == 0:
@@ -463,8 +464,8 @@ cdef class RxBatch:
             return 0, 0, 0
         with nogil:
             if vnet:
-                done = tunio_write_vnet(fd, self.pkt_ptrs, self.pkt_lens, self.npkts, self.gro_work, &failed,
-                                        &err, &writes)
+                done = tunio_write_vnet_capped(fd, self.pkt_ptrs, self.pkt_lens, self.npkts, self.gro_work,
+                                               &failed, &err, &writes, udp_segs)
             else:
                 done = pl_tun_write(fd, self.pkt_ptrs, self.pkt_lens, self.npkts, &failed, &err)
                 writes = done + failed

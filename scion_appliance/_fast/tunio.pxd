@@ -17,6 +17,9 @@ cdef extern from "tunio.h" nogil:
                         uint32_t *dropped)
     size_t tunio_write_vnet(int fd, const unsigned char *const *ptrs, const uint32_t *lens, size_t n,
                             uint32_t *work, size_t *failed, int *first_errno, size_t *writes)
+    size_t tunio_write_vnet_capped(int fd, const unsigned char *const *ptrs, const uint32_t *lens, size_t n,
+                                   uint32_t *work, size_t *failed, int *first_errno, size_t *writes,
+                                   uint32_t udp_max_segs)
     int tunio_write_plain_vnet(int fd, const unsigned char *buf, size_t stride, size_t nslots,
                                const uint32_t *lengths, const uint32_t *offsets, const uint32_t *order,
                                unsigned start, unsigned n)

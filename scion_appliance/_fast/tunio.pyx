@@ -163,9 +163,10 @@ def split(const unsigned char[::1] packet not None, Py_ssize_t stride=2048, Py_s
     return [bytes(buf[i * stride: i * stride + lens[i]]) for i in range(k)]
 
 
-def write_vnet(int fd, packets):
+def write_vnet(int fd, packets, unsigned int udp_segs=64):
     """Writes IP packets to a vnet-header fd, runs of one flow coalesced into one GSO write (one
-    writev per write). Returns (written, failed, first errno, writes)."""
+    writev per write; at most ``udp_segs`` UDP datagrams in one). Returns (written, failed, first errno,
+    writes)."""
     packets = [bytes(p) for p in packets]
     cdef Py_ssize_t n = len(packets), i
     if n == 0:
@@ -182,7 +183,7 @@ def write_vnet(int fd, packets):
             ptrs[i] = <const unsigned char *><const char *>packets[i]
             lens[i] = len(packets[i])
         with nogil:
-            done = tunio_write_vnet(fd, ptrs, lens, n, work, &failed, &err, &writes)
+            done = tunio_write_vnet_capped(fd, ptrs, lens, n, work, &failed, &err, &writes, udp_segs)
     finally:
         PyMem_Free(<void *>ptrs)
         PyMem_Free(lens)

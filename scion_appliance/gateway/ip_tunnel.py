@@ -55,6 +55,9 @@ from scion_appliance.tunnel import messages
 # gateway's 2048-byte receive slots even on long paths.
 FRAME_SIZE = 1472
 BATCH = 64
+# UDP datagrams in one coalesced TUN write: the receiving host's socket (without UDP_GRO) takes all of
+# them into its buffer at once.
+UDP_WRITE_SEGS = 64
 QUEUE_BATCHES = 64  # per remote: batches of frames waiting for the gateway
 
 log = _log.get_logger("ip_tunnel")
@@ -108,6 +111,7 @@ class IpTunnel:
         batch: int = BATCH,
         stride: int | None = None,
         queue_batches: int = QUEUE_BATCHES,
+        udp_write_segs: int = UDP_WRITE_SEGS,
     ) -> None:
         if len(policy.remotes) > 256:
             raise ValueError("at most 256 remotes: the SIG session id is one byte")
@@ -116,6 +120,9 @@ class IpTunnel:
         self.policy = policy
         self.frame_size = frame_size
         self.batch = batch
+        if not 1 <= udp_write_segs <= 64:
+            raise ValueError("udp_write_segs: 1 to 64 datagrams per coalesced TUN write")
+        self.udp_write_segs = udp_write_segs
         # A slot must hold the largest packet the device can hand us; one byte more flags truncation.
         self.stride = stride if stride is not None else max(2048, tun.mtu + 64)
         self.counters: Counter[str] = Counter()
@@ -320,7 +327,7 @@ class IpTunnel:
         if spoofed:
             self._drop(TunnelDrop.SPOOFED_SOURCE, spoofed, remote=peer_ia)
         if npkts:
-            written, failed, err = rx.write_tun(self.tun.fileno(), self.tun.vnet_hdr)
+            written, failed, err = rx.write_tun(self.tun.fileno(), self.tun.vnet_hdr, self.udp_write_segs)
             if failed:
                 self._drop(TunnelDrop.TUN_WRITE, failed, remote=peer_ia, detail=os.strerror(err))
             remote.counters["packets_written"] += written
