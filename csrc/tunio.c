@@ -26,9 +26,12 @@ int tunio_read(int fd, unsigned char *buf, size_t stride, uint32_t *lengths, uns
     return (int)i;
 }
 
-int tunio_write(int fd, const unsigned char *buf, size_t stride, size_t nslots, const uint32_t *lengths,
-                const uint32_t *offsets, const uint32_t *order, unsigned start, unsigned n)
+/* One write per slot; with ``vnet`` each packet goes behind a zero virtio-net header (no offload asked).
+ * Stops at the first error after at least one packet, so the caller sees it again on the next call. */
+static int write_slots(int fd, const unsigned char *buf, size_t stride, size_t nslots, const uint32_t *lengths,
+                       const uint32_t *offsets, const uint32_t *order, unsigned start, unsigned n, int vnet)
 {
+    static const uint8_t zero[TUNIO_VNET_HDR_LEN];
     unsigned i = 0;
     while (i < n) {
         size_t k = (size_t)start + i;
@@ -42,8 +45,9 @@ int tunio_write(int fd, const unsigned char *buf, size_t stride, size_t nslots, 
             if (off > stride || len > stride - off) {
                 err = EINVAL;
             } else {
-                ssize_t w = write(fd, buf + slot * stride + off, len);
-                if (w < 0) {
+                struct iovec iov[2] = {{(void *)zero, vnet ? TUNIO_VNET_HDR_LEN : 0},
+                                       {(void *)(buf + slot * stride + off), len}};
+                if (writev(fd, iov, 2) < 0) {
                     if (errno == EINTR)
                         continue;
                     err = errno;
@@ -60,6 +64,12 @@ int tunio_write(int fd, const unsigned char *buf, size_t stride, size_t nslots, 
         i++;
     }
     return (int)i;
+}
+
+int tunio_write(int fd, const unsigned char *buf, size_t stride, size_t nslots, const uint32_t *lengths,
+                const uint32_t *offsets, const uint32_t *order, unsigned start, unsigned n)
+{
+    return write_slots(fd, buf, stride, nslots, lengths, offsets, order, start, n, 0);
 }
 
 /* ---- virtio-net header mode: split on read, coalesce on write (see tunio.h) ---- */
@@ -480,37 +490,5 @@ size_t tunio_write_vnet_capped(int fd, const uint8_t *const *ptrs, const uint32_
 int tunio_write_plain_vnet(int fd, const unsigned char *buf, size_t stride, size_t nslots, const uint32_t *lengths,
                            const uint32_t *offsets, const uint32_t *order, unsigned start, unsigned n)
 {
-    static const uint8_t zero[TUNIO_VNET_HDR_LEN];
-    unsigned i = 0;
-    while (i < n) {
-        size_t k = (size_t)start + i;
-        size_t slot = order ? order[k] : k;
-        int err = 0;
-        if (slot >= nslots) {
-            err = EINVAL;
-        } else {
-            size_t off = offsets ? offsets[slot] : 0;
-            size_t len = lengths[slot];
-            if (off > stride || len > stride - off) {
-                err = EINVAL;
-            } else {
-                struct iovec iov[2] = {{(void *)zero, TUNIO_VNET_HDR_LEN},
-                                       {(void *)(buf + slot * stride + off), len}};
-                if (writev(fd, iov, 2) < 0) {
-                    if (errno == EINTR)
-                        continue;
-                    err = errno;
-                }
-            }
-        }
-        if (err) {
-            if (i > 0)
-                break;
-            if (err == EAGAIN || err == EWOULDBLOCK)
-                return 0;
-            return -err;
-        }
-        i++;
-    }
-    return (int)i;
+    return write_slots(fd, buf, stride, nslots, lengths, offsets, order, start, n, 1);
 }
