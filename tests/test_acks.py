@@ -3,7 +3,6 @@ and end to end, a path that stops delivering data is left though its probes stil
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -23,7 +22,7 @@ from scion_appliance.paths.acks import (
 )
 from scion_appliance.paths.quality import PathState
 from scion_appliance.paths.source import PathInfo
-from tests.test_gateway import HA, HB, IA1, free_port, pair
+from tests.test_gateway import HA, HB, IA1, Relay, free_port, pair
 
 
 def test_ack_layout_is_counter_then_count_little_endian() -> None:
@@ -93,27 +92,18 @@ def test_send_log_forgets_what_the_ring_overwrote() -> None:
 # --- end to end between two gateways on loopback -------------------------------------------------------
 
 
-class DataEater:
+class DataEater(Relay):
     """A path between two gateways that passes SCMP (probes and their replies) and, once ``eat`` is
     set, drops every UDP datagram: only the data plane can tell that this path stopped delivering."""
 
-    def __init__(self, a: tuple[str, int], b: tuple[str, int]) -> None:
-        self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.a, self.b = a, b
-        self.eat = False
-        self.eaten = 0
+    eat = False
+    eaten = 0
 
-    async def bind(self) -> tuple[str, int]:
-        await self.sock.bind(("127.0.0.13", 0))
-        return self.sock.getsockname()
-
-    async def run(self) -> None:
-        while True:
-            data, src = await self.sock.recvfrom(65535)
-            if self.eat and codec.parse_record(data)["l4_proto"] == 17:
-                self.eaten += 1
-                continue
-            await self.sock.sendto(data, self.b if src == self.a else self.a)
+    def drops(self, data: bytes) -> bool:
+        if self.eat and codec.parse_record(data)["l4_proto"] == 17:
+            self.eaten += 1
+            return True
+        return False
 
 
 async def test_a_path_that_stops_delivering_data_is_left_though_its_probes_answer() -> None:

@@ -50,10 +50,14 @@ class Relay:
         await self.sock.bind(("127.0.0.13", 0))
         return self.sock.getsockname()
 
+    def drops(self, data: bytes) -> bool:
+        """Whether this relay drops ``data``; subclasses narrow what a broken path loses."""
+        return self.cut
+
     async def run(self) -> None:
         while True:
             data, src = await self.sock.recvfrom(65535)
-            if self.cut:
+            if self.drops(data):
                 continue
             self.captured.append(data)
             await self.sock.sendto(data, self.b if src == self.a else self.a)
