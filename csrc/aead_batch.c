@@ -38,25 +38,48 @@ void aead_put_header(unsigned char *p, uint8_t type, uint32_t receiver, uint64_t
     put_le64(p + 8, counter);
 }
 
+/* Whether slot i would be sealed (status 0 and its plaintext fits); marks it malformed otherwise. */
+static inline int seal_fits(size_t stride, size_t i, size_t o, size_t len, uint8_t *status)
+{
+    if (status[i])
+        return 0;
+    if (o > stride || stride - o < AEAD_OVERHEAD || len > stride - o - AEAD_OVERHEAD) {
+        status[i] = TUNNEL_DROP_MALFORMED;
+        return 0;
+    }
+    return 1;
+}
+
 size_t aead_seal_batch(const unsigned char *key, unsigned char *buf, size_t stride, size_t n,
                        uint32_t *lengths, const uint32_t *offsets, uint32_t off, uint8_t *status,
                        uint64_t *counters_out, uint8_t type, uint32_t receiver, uint64_t *next_counter)
 {
     unsigned char nonce[AEAD_NONCE_LEN] = {0};
-    uint64_t counter = *next_counter;
+    uint64_t counter, want = 0;
     size_t i, sealed = 0;
 
+    for (i = 0; i < n; i++)
+        want += (uint64_t)seal_fits(stride, i, offsets ? offsets[i] : off, lengths[i], status);
+    if (want == 0)
+        return 0;
+    /* One atomic reservation of the whole run: another thread sealing with this key at the same time
+     * gets a disjoint run, so no counter (nonce) is ever used twice. The counter never passes the
+     * limit: slots beyond it get no counter and are marked exhausted below. */
+    counter = __atomic_load_n(next_counter, __ATOMIC_RELAXED);
+    uint64_t take;
+    do {
+        uint64_t room = counter >= REPLAY_REJECT_AFTER_MESSAGES ? 0 : REPLAY_REJECT_AFTER_MESSAGES - counter;
+        take = want < room ? want : room;
+    } while (!__atomic_compare_exchange_n(next_counter, &counter, counter + take, 1, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    uint64_t end = counter + take;
     for (i = 0; i < n; i++) {
         size_t o = offsets ? offsets[i] : off, len = lengths[i];
         unsigned char *p;
 
         if (status[i])
             continue;
-        if (o > stride || stride - o < AEAD_OVERHEAD || len > stride - o - AEAD_OVERHEAD) {
-            status[i] = TUNNEL_DROP_MALFORMED;
-            continue;
-        }
-        if (counter >= REPLAY_REJECT_AFTER_MESSAGES) {
+        if (counter >= end) {
             status[i] = TUNNEL_DROP_EXHAUSTED;
             continue;
         }
@@ -72,7 +95,6 @@ size_t aead_seal_batch(const unsigned char *key, unsigned char *buf, size_t stri
         counter++;
         sealed++;
     }
-    *next_counter = counter;
     return sealed;
 }
 

@@ -17,8 +17,8 @@
  * - Safe without the GIL; no allocation; all work happens in place inside each slot's own bytes.
  * - Per-packet status: 0 = alive. A slot whose status is nonzero on entry is skipped untouched; a slot
  *   that fails gets a tunnel_drop code and the batch goes on.
- * - Counters: seal gives consecutive counters from *next_counter and never one at or past the reject
- *   limit; open, when given a replay window, checks each counter before decrypting and commits it only
+ * - Counters: seal reserves its run of consecutive counters from *next_counter in one atomic step
+ *   (threads sealing with one key at once get disjoint runs) and never one at or past the reject limit; open, when given a replay window, checks each counter before decrypting and commits it only
  *   after the tag verified (a forgery never moves the window; the second copy of a packet within one
  *   batch fails its commit).
  */
@@ -39,6 +39,12 @@
 
 /* Writes the 16-byte envelope header at p. */
 void aead_put_header(unsigned char *p, uint8_t type, uint32_t receiver, uint64_t counter);
+
+/* The send counter as another thread may be advancing it. */
+static inline uint64_t aead_counter_load(const uint64_t *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
 
 /* Seals the live slots of a batch; returns how many were sealed. counters_out may be NULL. */
 size_t aead_seal_batch(const unsigned char *key, unsigned char *buf, size_t stride, size_t n,

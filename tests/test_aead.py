@@ -416,3 +416,32 @@ def test_close_while_a_batch_runs_in_another_thread() -> None:
         k.seal(1, b"")
     if outcome[0] == 2048:
         assert AeadKey(KEY).open_batch(b.buf, STRIDE, b.lengths, b.status, b.counters) == 2048
+
+
+def test_two_threads_sealing_with_one_key_never_share_a_counter() -> None:
+    # The TX worker thread seals batches while the trio thread seals keepalives and acks with the same
+    # key: each call reserves its run of counters atomically (both batch calls release the GIL).
+    k = AeadKey(KEY)
+    rounds, n = 200, 64
+    seen: list[list[int]] = [[], []]
+
+    def run(who: int) -> None:
+        b = Batch(payloads(n, 64))
+        for _ in range(rounds):
+            b.lengths = array.array("I", [64 + i % 7 for i in range(n)])
+            b.status = bytearray(n)
+            assert b.seal(k) == n
+            for i in range(n):
+                assert parse_header(b.envelope(i))[2] == b.counters[i]
+            seen[who].extend(b.counters)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in (0, 1)]
+    for t in threads:
+        t.start()
+    singles = [parse_header(k.seal(RECEIVER, b"ka"))[2] for _ in range(500)]
+    for t in threads:
+        t.join(timeout=30)
+    everything = seen[0] + seen[1] + singles
+    assert len(everything) == 2 * rounds * n + 500
+    assert sorted(everything) == list(range(len(everything)))  # every counter once, none skipped
+    assert k.send_counter == len(everything)

@@ -8,7 +8,9 @@ Rules kept here:
   (``sodium_malloc``: guard pages, canary, locked), optionally ``mprotect``-ed to no access while idle;
   ``close()`` zeroes and frees them, after which every use raises ``KeyClosedError``.
 - A sending key owns its counter: ``seal_batch`` and ``seal`` take consecutive counters from it and never
-  one at or past ``REJECT_AFTER_MESSAGES``, so no (key, nonce) pair can repeat through this API.
+  one at or past ``REJECT_AFTER_MESSAGES``, so no (key, nonce) pair can repeat through this API. The run
+  a call takes is reserved atomically, so a C worker thread (``_fast.txworker``) may seal with the same
+  key at the same time (aead.pxd: it holds the key with ``_acquire``/``_release``).
 - Batch calls release the GIL and never call back into Python per packet. Per-packet status follows the
   shared convention (0 = alive; nonzero slots are skipped; a failing slot gets a ``DROP_*`` code and the
   batch goes on). ``DROP_REASONS[code]`` is the name used by counters and log lines.
@@ -60,6 +62,7 @@ cdef extern from "aead_batch.h" nogil:
     int AEAD_OVERHEAD
     int AEAD_NONCE_LEN
     int AEAD_TYPE_DATA
+    uint64_t aead_counter_load(const uint64_t *counter)
     size_t aead_seal_batch(const unsigned char *key, unsigned char *buf, size_t stride, size_t n,
                            uint32_t *lengths, const uint32_t *offsets, uint32_t off, uint8_t *status,
                            uint64_t *counters_out, uint8_t type, uint32_t receiver, uint64_t *next_counter)
@@ -156,11 +159,7 @@ def read_headers(const unsigned char[::1] buf not None, Py_ssize_t stride, const
 cdef class AeadKey:
     """One direction of one session: a ChaCha20-Poly1305 key in guarded memory and its send counter."""
 
-    cdef unsigned char *_key
-    cdef uint64_t _next
-    cdef Py_ssize_t _users
-    cdef bint _closing
-    cdef bint _protect
+    # Fields and C methods are declared in aead.pxd (the worker threads cimport them).
 
     def __cinit__(self, key, uint64_t send_counter=0, bint protect_idle=False):
         cdef const unsigned char[::1] k = key
@@ -222,8 +221,8 @@ cdef class AeadKey:
 
     @property
     def send_counter(self):
-        """The counter the next sealed packet will carry."""
-        return self._next
+        """The counter the next sealed packet will carry (another thread may be sealing meanwhile)."""
+        return aead_counter_load(&self._next)
 
     def seal_batch(self, unsigned char[::1] buf not None, Py_ssize_t stride, uint32_t[::1] lengths not None,
                    uint8_t[::1] status not None, uint32_t receiver, *, uint32_t off=0,
