@@ -24,39 +24,6 @@ from scion_appliance._fast.tunio cimport TunReader, tunio_read, tunio_write_vnet
 from scion_appliance._fast.udpio cimport udpio_addr, udpio_send, udpio_send_gso, UDPIO_DEST_ONE
 
 
-cdef extern from "pipeline.h" nogil:
-    int PL_SLOW
-    int PL_SIG_HDR
-    ctypedef struct pl_prefix:
-        uint8_t v6
-        uint8_t plen
-        uint8_t remote
-        uint8_t pad
-        uint8_t net[16]
-    size_t pl_classify(const uint8_t *buf, size_t stride, const uint32_t *lens, size_t n, const pl_prefix *pfx,
-                       size_t npfx, uint8_t *remote_out)
-    long pl_frame(const uint8_t *inp, size_t in_stride, const uint32_t *in_lens, const uint8_t *remote_of,
-                  uint8_t want, size_t n_in, uint8_t *out, size_t out_stride, uint32_t out_off,
-                  uint32_t *out_lens, uint8_t *out_status, size_t max_out, uint32_t frame_size, uint8_t session,
-                  uint32_t stream, uint64_t *seq, size_t *packets_taken)
-    size_t pl_stamp(uint8_t *buf, size_t stride, size_t n, uint32_t *lengths, const uint8_t *status,
-                    uint32_t env_off, const uint8_t *tmpl, uint32_t hdr_len, const scion_rec_t *trec,
-                    uint32_t *offsets, uint32_t *order)
-    size_t pl_rx_select(const uint8_t *buf, size_t stride, const uint32_t *lengths, const scion_rec_t *recs,
-                        size_t n, uint16_t port, uint8_t type, uint32_t *offsets, uint32_t *receivers,
-                        uint8_t *is_data)
-    int pl_same_route(const uint8_t *buf, size_t stride, const scion_rec_t *recs, const uint8_t *addrs,
-                      size_t addr_size, size_t i, size_t j)
-    ctypedef struct pl_carry:
-        int active
-    size_t pl_deframe(const uint8_t *buf, size_t stride, const uint32_t *offsets, const uint32_t *lengths,
-                      const uint8_t *status, size_t n, const pl_prefix *pfx, size_t npfx, uint8_t remote,
-                      pl_carry *carry, uint8_t *arena, size_t arena_size, const uint8_t **pkt_ptrs,
-                      uint32_t *pkt_lens, size_t max_pkts, uint8_t *slow, size_t *spoofed, size_t *frames_fast)
-    size_t pl_tun_write(int fd, const uint8_t *const *ptrs, const uint32_t *lens, size_t n, size_t *failed,
-                        int *first_errno)
-
-
 SLOW = PL_SLOW
 SIG_HEADER_LEN = PL_SIG_HDR
 # Room in front of the envelope for the SCION/UDP header: common (12) + addresses (up to 48) + a path of
@@ -72,9 +39,6 @@ cdef inline int _raise_errno(int rc) except -1:
 
 cdef class PrefixTable:
     """The remote prefixes of a traffic policy, for lookups in C: ``entries`` are (remote index, network)."""
-
-    cdef pl_prefix *p
-    cdef readonly Py_ssize_t count
 
     def __cinit__(self, entries):
         entries = list(entries)
@@ -100,10 +64,6 @@ cdef class PrefixTable:
 
 cdef class HeaderTemplate:
     """A SCION/UDP header with an empty payload (``UdpPacketBuilder``'s template) and its parse record."""
-
-    cdef bytes raw
-    cdef scion_rec_t rec
-    cdef readonly Py_ssize_t length
 
     def __cinit__(self, header):
         self.raw = bytes(header)
@@ -302,10 +262,6 @@ cdef class Deframer:
     """One peer's deframing state for the C path: the packet being reassembled across frames (and
     batches), and an arena for the packets completed in one batch. ``reset()`` hands the stream to the
     Python decoder (done automatically at the first frame the C path does not take)."""
-
-    cdef pl_carry *carry
-    cdef uint8_t *arena
-    cdef size_t arena_size
 
     def __cinit__(self, Py_ssize_t batch=64, Py_ssize_t stride=2048):
         self.arena_size = batch * stride + 65600
