@@ -847,10 +847,105 @@ static inline void group_add(rs_groups *gr, size_t i, uint32_t key) {
     gr->off[gr->last]++;
 }
 
+/* ---- The parse record of a delivered packet (see rs_deliver_rec in router_step.h) ---------
+ *
+ * What the step has established for every packet it delivers, whichever way it was decided:
+ * HdrLen covers the common and address header (address lengths taken from the low two bits of
+ * each type nibble) and lies within the packet; for a standard path, HdrLen + PayloadLen is the
+ * packet length and the meta header is consistent (segments fill from the first, CurrINF and
+ * CurrHF in range, the fields within HdrLen); for a OneHop path, HdrLen holds its 32 bytes.
+ * What scion_parse checks beyond that, and is checked here: the version, the address types
+ * (reserved nibbles), PayloadLen for OneHop, the path length exactly, at most 64 hop fields, and
+ * the UDP header.  Whenever one of these fails, or the packet has extension headers or SCMP (the
+ * parser's own business), scion_parse decides the record. */
+
+static inline unsigned rec_host_len(uint8_t nibble) {
+    return nibble == 0x0 || nibble == 0x4 ? 4 : nibble == 0x3 ? 16 : 0;
+}
+
+void rs_deliver_rec(const uint8_t *pkt, uint32_t len, scion_rec_t *rec) {
+    if (len < CMN_LEN) /* never delivered; keeps this total on any bytes */
+        goto parse;
+    uint8_t at = pkt[9], dt = at >> 4, st = at & 0xf, nh = pkt[4], pt = pkt[8];
+    unsigned dl = rec_host_len(dt), sl = rec_host_len(st);
+    uint32_t hdr = (uint32_t)pkt[5] * 4, addr_end = CMN_LEN + 16 + dl + sl;
+    uint16_t payload = rd16(pkt + 6);
+    if ((pkt[0] >> 4) != 0 || !dl || !sl || hdr < addr_end || hdr + payload != len)
+        goto parse;
+    uint32_t plen = hdr - addr_end, meta = 0, s0 = 0, s1 = 0, s2 = 0, ninf = 0, nhops = 0;
+    if (pt == PT_SCION) {
+        if (plen < META_LEN)
+            goto parse;
+        meta = rd32(pkt + addr_end);
+        s0 = (meta >> 12) & 0x3f, s1 = (meta >> 6) & 0x3f, s2 = meta & 0x3f;
+        ninf = s2 ? 3 : s1 ? 2 : s0 ? 1 : 0;
+        nhops = s0 + s1 + s2;
+        if ((s2 && !s1) || (s1 && !s0) || !ninf || nhops > SCION_MAX_HOPS ||
+            plen != META_LEN + INFO_LEN * ninf + HOP_LEN * nhops || (meta >> 30) >= ninf ||
+            ((meta >> 24) & 0x3f) >= nhops)
+            goto parse;
+    } else if (pt != PT_ONEHOP || plen != ONEHOP_LEN) {
+        goto parse;
+    }
+    uint32_t l4_len = len - hdr;
+    uint16_t sport = 0, dport = 0;
+    if (nh == SCION_PROTO_UDP) {
+        if (l4_len < 8 || rd16(pkt + hdr + 4) != l4_len)
+            goto parse;
+        sport = rd16(pkt + hdr);
+        dport = rd16(pkt + hdr + 2);
+    } else if (nh == SCION_PROTO_SCMP || nh == SCION_PROTO_HBH || nh == SCION_PROTO_E2E) {
+        goto parse;
+    }
+    memset(rec, 0, sizeof(*rec));
+    uint32_t w0 = rd32(pkt);
+    rec->traffic_class = (uint8_t)(w0 >> 20);
+    rec->flow_id = w0 & 0xfffff;
+    rec->next_hdr = nh;
+    rec->hdr_len = (uint16_t)hdr;
+    rec->payload_len = payload;
+    rec->path_type = pt;
+    rec->dst_addr_type = dt;
+    rec->src_addr_type = st;
+    rec->dst_host_len = (uint8_t)dl;
+    rec->src_host_len = (uint8_t)sl;
+    rec->dst_ia = rd64(pkt + CMN_LEN);
+    rec->src_ia = rd64(pkt + CMN_LEN + 8);
+    rec->dst_host_off = CMN_LEN + 16;
+    rec->src_host_off = (uint16_t)(CMN_LEN + 16 + dl);
+    rec->path_off = (uint16_t)addr_end;
+    rec->path_len = (uint16_t)plen;
+    if (pt == PT_SCION) {
+        rec->curr_inf = (uint8_t)(meta >> 30);
+        rec->curr_hf = (uint8_t)((meta >> 24) & 0x3f);
+        rec->seg_len[0] = (uint8_t)s0;
+        rec->seg_len[1] = (uint8_t)s1;
+        rec->seg_len[2] = (uint8_t)s2;
+        rec->num_inf = (uint8_t)ninf;
+        rec->num_hops = (uint8_t)nhops;
+    }
+    rec->l4_proto = nh;
+    rec->l4_off = (uint16_t)hdr;
+    rec->l4_len = (uint16_t)l4_len;
+    rec->src_port = sport;
+    rec->dst_port = dport;
+    return;
+parse:
+    scion_parse(pkt, len, rec);
+}
+
+static __attribute__((noinline)) void deliver_recs(const uint8_t *buf, size_t stride, const uint32_t *lens,
+                                                   size_t n, const uint8_t *reason, const uint8_t *action,
+                                                   scion_rec_t *recs) {
+    for (size_t i = 0; i < n; i++)
+        if (reason[i] == RS_OK && action[i] == RS_ACT_DELIVER)
+            rs_deliver_rec(buf + i * stride, lens[i], &recs[i]);
+}
+
 size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_t *lens, size_t n,
                 uint16_t ingress, uint64_t now, uint8_t *reason, uint8_t *action, uint16_t *egress,
                 uint16_t *pointer, uint32_t *order, uint32_t *group_off, uint32_t *group_key,
-                size_t *n_ok) {
+                size_t *n_ok, scion_rec_t *recs) {
     rs_bctx b;
     bctx_init(&b, cfg, ingress, now);
     rs_groups gr = {order, group_off, group_key, 0, 0, 0, 0};
@@ -891,6 +986,9 @@ size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_
 
     size_t g = gr.g, ok = gr.ok;
     *n_ok = ok;
+    /* Records of delivered packets: a pass of its own, so the loop above stays as it is without. */
+    if (recs)
+        deliver_recs(buf, stride, lens, n, reason, action, recs);
     if (g <= 1) {
         /* One link (the usual case): `order` already lists the group in arrival order. */
         group_off[0] = 0;

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "aes_cmac.h"
+#include "scion_parse.h"
 
 /* Reason codes (keep in step with scion_appliance/router/reasons.py). */
 enum rs_reason {
@@ -105,10 +106,25 @@ int rs_step(const rs_config *cfg, uint8_t *pkt, uint32_t len, uint16_t ingress, 
  * in ascending order and stable within a group; group g is order[group_off[g] ..
  * group_off[g+1]) with key group_key[g] = action << 16 | egress.  `order` and `group_key`
  * need n entries, `group_off` n + 1.  Returns the number of groups; *n_ok gets the number of
- * OK packets. */
+ * OK packets.
+ *
+ * With `recs` (n entries; NULL: none), every packet delivered locally (RS_ACT_DELIVER) also gets
+ * recs[i], the parse record scion_parse would give its bytes as the step leaves them, so a
+ * receiver in the same process need not parse it again (see rs_deliver_rec); other entries are
+ * left as they were. */
 size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_t *lens, size_t n,
                 uint16_t ingress, uint64_t now, uint8_t *reason, uint8_t *action, uint16_t *egress,
                 uint16_t *pointer, uint32_t *order, uint32_t *group_off, uint32_t *group_key,
-                size_t *n_ok);
+                size_t *n_ok, scion_rec_t *recs);
+
+/* The parse record of a packet the step delivered (reason RS_OK, action RS_ACT_DELIVER): equal,
+ * field by field, to what scion_parse(pkt, len) gives.  It is built from the header fields the
+ * step has already checked (lengths, path type, path meta header): for a standard or OneHop path
+ * with a UDP datagram (or an upper layer scion_parse keeps raw) right after the path, nothing else
+ * needs parsing but the exact path length and the UDP header.  Packets with extension headers or
+ * SCMP, and packets scion_parse would reject (which the router may still deliver), are handed to
+ * scion_parse itself: the one parser decides every field there.  Total: on any bytes at all it
+ * gives scion_parse's record (the checks the step made are made again where they are cheap). */
+void rs_deliver_rec(const uint8_t *pkt, uint32_t len, scion_rec_t *rec);
 
 #endif

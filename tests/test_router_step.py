@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scion_appliance._fast import codec
 from scion_appliance._fast import routerstep as rs
 from scion_appliance.router import (
     ExpiredHop,
@@ -27,6 +28,7 @@ from scion_appliance.router import (
     reasons,
 )
 from scion_appliance.scion.mint import BeaconHop, SegmentSpec, mint_path
+from tests import strategies
 from tests.router_trace import (
     KEYS,
     PACKETS,
@@ -533,6 +535,7 @@ def test_batch_of_garbage_never_crashes_and_agrees_with_step(pkts: list[bytes]) 
 # reference.  These compare the two on valid packets of every shape under random router
 # configurations, and on packets mutated where the MAC does not cover them.
 
+DELIVERED: list[int] = []  # parse status of every delivered packet whose record was compared
 KF = bytes(range(100, 116))  # one key for every hop of the minted paths: any router verifies them
 IA_SRC, IA_DST = ia("1-ff00:0:110"), ia("2-ff00:0:220")
 NOWS = [TRACE_NOW, 0x61B399D8 + 10 * EXP_UNIT, 0x61B399D8 + 64 * EXP_UNIT + 1, 0x61B399D8 + 300 * EXP_UNIT]
@@ -645,7 +648,8 @@ def _batch_vs_steps(r: rs.RouterStep, pkts: list[bytes], ingress: int, now: int)
         buf[i * stride : i * stride + len(p)] = p
         lens[i] = len(p)
     a = _batch_arrays(n)
-    n_ok, groups = r.batch(buf, lens, n, stride, ingress, now, **a)
+    recs = codec.ScionRecords(n)
+    n_ok, groups = r.batch(buf, lens, n, stride, ingress, now, **a, recs=recs)
     codes = []
     for i, p in enumerate(pkts):
         single = bytearray(p)
@@ -655,6 +659,10 @@ def _batch_vs_steps(r: rs.RouterStep, pkts: list[bytes], ingress: int, now: int)
             f"packet {i}: batch {got}, step {code, action, egress, pointer}"
         )
         assert buf[i * stride : i * stride + len(p)] == single, f"packet {i}: bytes differ from the step's"
+        if code == rs.OK and action == rs.ACT_DELIVER:
+            # Known answer: the independent parser (csrc/scion_parse.c) on the bytes as delivered.
+            assert recs.get(i) == codec.parse_record(bytes(single)), f"packet {i}: record differs"
+            DELIVERED.append(recs.get(i)["status"])
         codes.append(code)
     ok = [i for i in range(n) if codes[i] == rs.OK]
     assert n_ok == len(ok)
@@ -810,3 +818,115 @@ def test_batch_agrees_with_single_steps_under_any_configuration(
             if lt:
                 r.set_interface(ifid, lt, owned=owned, up=up)
     _batch_vs_steps(r, pkts, ingress, now)
+
+
+# ---- the parse record of delivered packets ---------------------------------------------------
+# With ``recs``, the batch writes the parse record of each packet it delivers, for a receiver in
+# the same process (the gateway) that then skips its own parse.  Known answer: codec.parse_record,
+# the independent parser (csrc/scion_parse.c), on the bytes as the step leaves them.
+
+
+def _with_udp(pkt: bytes, data: bytes, *, sport: int = 40000, dport: int = 30041) -> bytes:
+    """`pkt` with its payload replaced by a UDP datagram (outside every MAC: the step's verdict
+    on the packet stays the same)."""
+    hdr = pkt[5] * 4
+    l4 = struct.pack(">HHHH", sport, dport, 8 + len(data), 0) + data
+    return pkt[:6] + struct.pack(">H", len(l4)) + pkt[8:hdr] + l4
+
+
+def test_batch_records_of_delivered_packets_equal_the_parsers() -> None:
+    # Every corpus state carrying UDP, in ingress-only mode (the last hop delivers) and in table
+    # mode with the destination AS local: each delivered packet's record is the parser's.
+    del DELIVERED[:]
+    keys = {k for _, k in FAST_CORPUS}
+    for key in keys:
+        pkts = [_with_udp(p, bytes(range(i % 50))) for i, (p, k) in enumerate(FAST_CORPUS) if k == key]
+        _batch_vs_steps(rs.RouterStep(key, mode=rs.MODE_INGRESS_ONLY), pkts, 0, 0x61B399D8)
+        for local in {int.from_bytes(p[12:20], "big") for p in pkts}:
+            r = rs.RouterStep(key, mode=rs.MODE_TABLE, local_ia=local)
+            for ifid in range(1, 5):
+                r.set_interface(ifid, rs.LINK_CHILD if ifid % 2 else rs.LINK_PARENT, owned=True)
+            for ingress in range(5):
+                _batch_vs_steps(r, pkts, ingress, 0x61B399D8)
+    # Delivered in numbers, all valid UDP: the records the step builds itself, not the parser's.
+    assert len(DELIVERED) >= 20 and set(DELIVERED) == {0}
+
+
+def test_batch_record_of_a_delivered_onehop_packet() -> None:
+    from scion_appliance._fast.hopmac import HopFieldKey
+
+    ka, kb = bytes(range(16)), bytes(range(16, 32))
+    ts, seg = 0x61B399D8, 0x1234
+    mac1 = HopFieldKey(ka).hop_mac(seg, ts, 63, 0, 41)
+    path = bytes([1, 0]) + struct.pack(">HI", seg, ts) + bytes([0, 63, 0, 0, 0, 41]) + mac1 + bytes(12)
+    out = process_hop(
+        _with_udp(scion_packet(path, path_type=2), b"one hop"), ka, ingress=False, now=TRACE_NOW
+    )
+    r = rs.RouterStep(kb, mode=rs.MODE_TABLE)
+    r.set_interface(7, rs.LINK_CHILD, owned=True)
+    del DELIVERED[:]
+    assert _batch_vs_steps(r, [out, out[:-1] + b"\x00"], 7, TRACE_NOW) == [rs.OK, rs.OK]
+    assert DELIVERED == [0, 0]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pkt=strategies.packets,
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), max_size=3),
+    cut=st.integers(0, 10**6) | st.none(),
+)
+def test_delivered_record_equals_the_parsers_on_any_packet(
+    pkt: Any, edits: list[tuple[int, int]], cut: int | None
+) -> None:
+    # The record function alone, on valid packets of every kind (paths, hosts, extensions, UDP,
+    # SCMP, raw upper layers) and on edited or cut ones: whatever the bytes, the parser's record.
+    raw = bytearray(pkt.serialize())
+    for where, x in edits:
+        raw[where % len(raw)] ^= x
+    if cut is not None:
+        raw = raw[: cut % (len(raw) + 1)]
+    recs = codec.ScionRecords(1)
+    rs.deliver_record(bytes(raw), recs)
+    assert recs.get(0) == codec.parse_record(bytes(raw))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=120))
+def test_delivered_record_equals_the_parsers_on_any_bytes(data: bytes) -> None:
+    recs = codec.ScionRecords(1)
+    rs.deliver_record(data, recs)
+    assert recs.get(0) == codec.parse_record(data)
+
+
+def test_take_slots_copies_packets_lengths_addresses_and_records() -> None:
+    from scion_appliance._fast import udpio
+
+    pkts = [_with_udp(p, bytes([i]) * (10 + i)) for i, p in enumerate(PACKETS[:4])]
+    n, stride = len(pkts), 512
+    buf, lens, addrs, recs = (
+        bytearray(n * stride),
+        memoryview(bytearray(4 * n)).cast("I"),
+        udpio.new_addrs(n),
+        codec.ScionRecords(n),
+    )
+    for i, p in enumerate(pkts):
+        buf[i * stride : i * stride + len(p)] = p
+        lens[i] = len(p)
+        udpio.addr_set(addrs, i, "127.0.0.1", 1000 + i)
+        rs.deliver_record(p, recs, i)
+    slots = memoryview(bytearray(4 * 2)).cast("I")
+    slots[0], slots[1] = 3, 1
+    dst = bytearray(4 * 1024)
+    dlens, daddrs, drecs = memoryview(bytearray(16)).cast("I"), udpio.new_addrs(4), codec.ScionRecords(4)
+    assert rs.take_slots(buf, stride, lens, addrs, recs, slots, 2, dst, 1024, dlens, daddrs, drecs) == 2
+    assert drecs.count == 2
+    for k, i in enumerate((3, 1)):
+        assert dst[k * 1024 : k * 1024 + dlens[k]] == pkts[i]
+        assert udpio.addr_get(daddrs, k) == ("127.0.0.1", 1000 + i)
+        assert drecs.get(k) == codec.parse_record(pkts[i]) and drecs.get(k)["status"] == 0
+    slots[0] = 9
+    with pytest.raises(ValueError, match="outside"):
+        rs.take_slots(buf, stride, lens, addrs, recs, slots, 2, dst, 1024, dlens, daddrs, drecs)
+    slots[0] = 0
+    with pytest.raises(ValueError, match="do not fit"):  # a smaller receiving slot is refused
+        rs.take_slots(buf, stride, lens, addrs, recs, slots, 2, dst, 64, dlens, daddrs, drecs)

@@ -1,5 +1,9 @@
 """Border-router path processing over one packet or a batch (see routerstep.pyx)."""
 
+from typing_extensions import Buffer
+
+from scion_appliance._fast.codec import ScionRecords
+
 OK: int
 N_REASONS: int
 ACT_NONE: int
@@ -48,6 +52,7 @@ class RouterStep:
         order: memoryview,
         group_off: memoryview,
         group_key: memoryview,
+        recs: ScionRecords | None = None,
     ) -> tuple[int, int]: ...
     def bench_batch(
         self,
@@ -61,7 +66,24 @@ class RouterStep:
         hdr_copy: int,
         rounds: int,
         restore_off: int = 0,
+        recs: ScionRecords | None = None,
     ) -> int: ...
+
+def deliver_record(packet: Buffer, recs: ScionRecords, i: int = 0) -> None: ...
+def take_slots(
+    src_buf: Buffer,
+    src_stride: int,
+    src_lens: Buffer,
+    src_addrs: Buffer,
+    src_recs: ScionRecords,
+    slots: Buffer,
+    count: int,
+    dst_buf: Buffer,
+    dst_stride: int,
+    dst_lens: Buffer,
+    dst_addrs: Buffer,
+    dst_recs: ScionRecords,
+) -> int: ...
 
 def _c_limit(
     hop_key: bytes,

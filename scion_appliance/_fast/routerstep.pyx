@@ -1,4 +1,4 @@
-# distutils: sources = csrc/aes_cmac.c csrc/router_step.c
+# distutils: sources = csrc/aes_cmac.c csrc/router_step.c csrc/scion_parse.c
 # distutils: libraries = crypto
 """Border-router path processing over one packet or a whole batch (C in csrc/router_step.c).
 
@@ -13,6 +13,10 @@ Rules kept here:
   the step of a 64-packet batch.
 - Interface ids are 16-bit; ``now`` is whole unix seconds (pass ``ceil(time.time())`` to match
   the reference router's "expiry before now" test).
+- Local delivery in the same process: ``batch(..., recs=)`` also writes the parse record of every
+  delivered packet (equal to ``codec``'s ``scion_parse``), and ``take_slots`` copies chosen slots
+  with their lengths, source addresses and records into a receiver's own batch layout, so the
+  receiver (the gateway) opens them without a socket hop and without parsing them again.
 """
 
 from cpython.buffer cimport (
@@ -28,6 +32,8 @@ from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from scion_appliance._fast.aes_cmac cimport hm_key, hm_key_init, hm_raw_limit
+from scion_appliance._fast.codec cimport ScionRecords, scion_rec_t
+from scion_appliance._fast.udpio cimport udpio_addr
 
 
 cdef extern from "router_step.h" nogil:
@@ -70,7 +76,8 @@ cdef extern from "router_step.h" nogil:
     size_t rs_batch(const rs_config *cfg, uint8_t *buf, size_t stride, const uint32_t *lens, size_t n,
                     uint16_t ingress, uint64_t now, uint8_t *reason, uint8_t *action, uint16_t *egress,
                     uint16_t *pointer, uint32_t *order, uint32_t *group_off, uint32_t *group_key,
-                    size_t *n_ok)
+                    size_t *n_ok, scion_rec_t *recs)
+    void rs_deliver_rec(const uint8_t *pkt, uint32_t len, scion_rec_t *rec)
 
 
 OK = RS_OK
@@ -114,7 +121,7 @@ cdef int _check_batch(const unsigned char[::1] buf, const unsigned int[::1] lens
 # batch() takes its nine arrays as plain buffers: a typed memoryview costs a few hundred
 # nanoseconds to set up per argument, which at batch sizes of 64 was more than the step itself.
 # Each array must be C-contiguous with the item type of the typed signature it replaced.
-DEF _NBUF = 9
+DEF _NBUF = 9  # the most any call here holds at once
 
 
 cdef struct _Views:
@@ -249,11 +256,14 @@ cdef class RouterStep:
         return st, r.action, r.egress, r.pointer, r.flags
 
     def batch(self, buf, lens, Py_ssize_t n, Py_ssize_t stride, int ingress, long long now, reason, action,
-              egress, pointer, order, group_off, group_key):
+              egress, pointer, order, group_off, group_key, ScionRecords recs=None):
         """The step over n slots (see router_step.h rs_batch): buf (writable bytes, n slots of
         stride), lens (n 'I').  Outputs: reason and action (n bytes), egress and pointer (n 'H'),
-        order and group_key (n 'I'), group_off (n + 1 'I').  Returns (n_ok, n_groups)."""
+        order and group_key (n 'I'), group_off (n + 1 'I'); with ``recs`` (capacity >= n), the
+        parse record of each delivered packet in its slot (the others' records are left alone;
+        ``recs.count`` becomes n).  Returns (n_ok, n_groups)."""
         cdef _Views vs
+        cdef scion_rec_t *precs = NULL
         cdef size_t n_ok = 0, groups = 0
         cdef uint8_t *pbuf
         cdef const uint32_t *plens
@@ -268,6 +278,11 @@ cdef class RouterStep:
             raise ValueError(f"bad batch shape: n={n}, stride={stride}")
         if not 0 <= ingress <= 0xFFFF or now < 0:
             raise ValueError("ingress must be 0..65535 and now unix seconds")
+        if recs is not None:
+            if recs.capacity < n:
+                raise ValueError(f"recs holds {recs.capacity} records, batch has {n}")
+            precs = recs.recs
+            recs.count = n
         vs.n = 0
         try:
             pbuf = <uint8_t *>_acquire(&vs, buf, b'B', 1, True, n * stride, "buf")
@@ -285,23 +300,30 @@ cdef class RouterStep:
             with nogil:
                 groups = rs_batch(&self.cfg, pbuf, <size_t>stride, plens, <size_t>n, <uint16_t>ingress,
                                   <uint64_t>now, preason, paction, pegress, ppointer, porder, pgoff, pgkey,
-                                  &n_ok)
+                                  &n_ok, precs)
         finally:
             _release(&vs)
         return n_ok, groups
 
     def bench_batch(self, unsigned char[::1] work, const unsigned char[::1] pristine,
                     const unsigned int[::1] lens, Py_ssize_t n, Py_ssize_t stride, int ingress,
-                    long long now, Py_ssize_t hdr_copy, Py_ssize_t rounds, Py_ssize_t restore_off=0) -> int:
+                    long long now, Py_ssize_t hdr_copy, Py_ssize_t rounds, Py_ssize_t restore_off=0,
+                    ScionRecords recs=None) -> int:
         """Benchmark loop in C: per round, restore bytes [restore_off, hdr_copy) of every slot
-        from `pristine` (what the step rewrites), then run the batch step.  Returns elapsed
-        nanoseconds (monotonic clock)."""
+        from `pristine` (what the step rewrites), then run the batch step (writing the records of
+        delivered packets into ``recs`` when given).  Returns elapsed nanoseconds (monotonic clock)."""
+        cdef scion_rec_t *precs = NULL
         cdef Py_ssize_t i, r, c
         cdef size_t n_ok = 0
         cdef uint64_t t0, t1
         _check_batch(work, lens, n, stride)
         if pristine.shape[0] < work.shape[0] or n <= 0 or rounds <= 0:
             raise ValueError("pristine must cover work; n and rounds must be positive")
+        if recs is not None:
+            if recs.capacity < n:
+                raise ValueError(f"recs holds {recs.capacity} records, batch has {n}")
+            precs = recs.recs
+            recs.count = n
         cdef unsigned char[::1] reason = bytearray(n), action = bytearray(n)
         cdef unsigned short[::1] egress = memoryview(bytearray(2 * n)).cast("H")
         cdef unsigned short[::1] pointer = memoryview(bytearray(2 * n)).cast("H")
@@ -319,9 +341,81 @@ cdef class RouterStep:
                     memcpy(&work[i * stride + restore_off], &pristine[i * stride + restore_off], <size_t>c)
                 rs_batch(&self.cfg, &work[0], <size_t>stride, &lens[0], <size_t>n, <uint16_t>ingress,
                          <uint64_t>now, &reason[0], &action[0], &egress[0], &pointer[0], &order[0],
-                         &group_off[0], &group_key[0], &n_ok)
+                         &group_off[0], &group_key[0], &n_ok, precs)
             t1 = _now_ns()
         return <long long>(t1 - t0)
+
+
+def deliver_record(const unsigned char[::1] packet, ScionRecords recs, Py_ssize_t i=0) -> None:
+    """Writes record ``i`` of ``recs`` the way ``batch`` does for a delivered packet (read it
+    with ``recs.get(i)``; equal to ``codec.parse_record(packet)`` for any bytes)."""
+    cdef const uint8_t *p = <const uint8_t *>b""
+    if not 0 <= i < recs.capacity:
+        raise IndexError(i)
+    if packet.shape[0] > 0xFFFFFFFF:
+        raise ValueError("packet too long")
+    if packet.shape[0]:
+        p = &packet[0]
+    rs_deliver_rec(p, <uint32_t>packet.shape[0], &recs.recs[i])
+    if recs.count <= i:
+        recs.count = i + 1
+
+
+def take_slots(src_buf, Py_ssize_t src_stride, src_lens, src_addrs, ScionRecords src_recs, slots,
+               Py_ssize_t count, dst_buf, Py_ssize_t dst_stride, dst_lens, dst_addrs,
+               ScionRecords dst_recs):
+    """Copies slots ``slots[0:count]`` of a batch (bytes, 'I' lengths, ``udpio`` address records,
+    parse records) to slots 0..count-1 of another batch layout; ``dst_recs.count`` becomes count.
+    A packet longer than ``dst_stride`` is refused (ValueError) before anything is copied: the
+    receiving layout must hold whatever the sending one does.  Returns count."""
+    cdef _Views vs
+    cdef Py_ssize_t k, i, n_src
+    cdef uint32_t length
+    cdef const uint8_t *sbuf
+    cdef const uint32_t *slens
+    cdef const udpio_addr *saddrs
+    cdef const uint32_t *pslots
+    cdef uint8_t *dbuf
+    cdef uint32_t *dlens
+    cdef udpio_addr *daddrs
+    cdef const scion_rec_t *srecs
+    cdef scion_rec_t *drecs
+    if count < 0 or src_stride <= 0 or dst_stride <= 0:
+        raise ValueError(f"bad shape: count={count}, strides {src_stride}, {dst_stride}")
+    if count > dst_recs.capacity:
+        raise ValueError(f"{count} slots do not fit {dst_recs.capacity} records")
+    n_src = src_recs.capacity
+    vs.n = 0
+    try:
+        pslots = <const uint32_t *>_acquire(&vs, slots, b'I', 4, False, count, "slots")
+        sbuf = <const uint8_t *>_acquire(&vs, src_buf, b'B', 1, False, 0, "src_buf")
+        slens = <const uint32_t *>_acquire(&vs, src_lens, b'I', 4, False, 0, "src_lens")
+        saddrs = <const udpio_addr *>_acquire(&vs, src_addrs, b'B', 1, False, 0, "src_addrs")
+        n_src = min(n_src, vs.v[1].len // src_stride, vs.v[2].len // 4,
+                    vs.v[3].len // <Py_ssize_t>sizeof(udpio_addr))
+        dbuf = <uint8_t *>_acquire(&vs, dst_buf, b'B', 1, True, count * dst_stride, "dst_buf")
+        dlens = <uint32_t *>_acquire(&vs, dst_lens, b'I', 4, True, count, "dst_lens")
+        daddrs = <udpio_addr *>_acquire(&vs, dst_addrs, b'B', 1, True, count * sizeof(udpio_addr),
+                                        "dst_addrs")
+        for k in range(count):
+            i = pslots[k]
+            if i >= n_src:
+                raise ValueError(f"slot {i} outside the source batch of {n_src}")
+            if slens[i] > <uint32_t>min(src_stride, dst_stride):
+                raise ValueError(f"slot {i}: {slens[i]} bytes do not fit a slot of {dst_stride}")
+        srecs, drecs = src_recs.recs, dst_recs.recs
+        with nogil:
+            for k in range(count):
+                i = pslots[k]
+                length = slens[i]
+                memcpy(dbuf + k * dst_stride, sbuf + i * src_stride, length)
+                dlens[k] = length
+                daddrs[k] = saddrs[i]
+                drecs[k] = srecs[i]
+    finally:
+        _release(&vs)
+    dst_recs.count = count
+    return count
 
 
 def _c_limit(hop_key: bytes, const unsigned char[::1] buf, const unsigned int[::1] lens, Py_ssize_t n,
