@@ -89,6 +89,41 @@ def test_send_log_forgets_what_the_ring_overwrote() -> None:
     assert found is not None and found.seq == 6
 
 
+
+def test_send_log_ranges_give_each_counter_its_path_and_running_count() -> None:
+    # A C batch is one range record; single records (keepalives, the Python path) interleave with it.
+    log = SendLog(size=64)
+    assert log.record_range(1, 10, 5, "p", 1.0) == 5  # counters 10..14 are the path's messages 1..5
+    assert log.record(1, 15, "p", 1.1) == 6
+    assert log.record_range(1, 16, 3, "q", 1.2) == 3
+    assert log.record_range(1, 19, 2, "p", 1.3) == 8
+    expect = {10: ("p", 1, 1.0), 14: ("p", 5, 1.0), 15: ("p", 6, 1.1), 16: ("q", 1, 1.2), 18: ("q", 3, 1.2),
+              19: ("p", 7, 1.3), 20: ("p", 8, 1.3)}
+    for counter, want in expect.items():
+        sent = log.lookup(1, counter)
+        assert sent is not None and (sent.path_id, sent.seq, sent.at) == want
+    assert log.lookup(1, 21) is None and log.lookup(2, 12) is None and log.lookup(1, 9) is None
+    assert log.sent_on("p") == 8 and log.sent_on("q") == 3
+    assert log.record_range(1, 30, 0, "p", 2.0) == 8  # an empty range changes nothing
+
+
+def test_send_log_pulls_waiting_ranges_on_a_miss_and_forgets_old_ranges() -> None:
+    log = SendLog(size=16)  # room for 2 ranges
+    waiting = [(7, 100, 4, "p", 3.0)]
+
+    def pull() -> None:
+        while waiting:
+            log.record_range(*waiting.pop())
+
+    log.pull = pull
+    sent = log.lookup(7, 102)  # not recorded yet: the lookup pulls it in
+    assert sent is not None and (sent.path_id, sent.seq) == ("p", 3)
+    log.record_range(7, 104, 4, "p", 3.1)
+    log.record_range(7, 108, 4, "p", 3.2)
+    assert log.lookup(7, 101) is None  # the oldest range fell out of the ring
+    found = log.lookup(7, 111)
+    assert found is not None and found.seq == 12
+
 # --- end to end between two gateways on loopback -------------------------------------------------------
 
 

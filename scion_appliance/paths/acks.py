@@ -22,8 +22,8 @@ Sans-IO and clock-free: the service passes ``now`` and does the sealing and send
 from __future__ import annotations
 
 import struct
-from collections import OrderedDict
-from collections.abc import Hashable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
 from typing import NamedTuple
 
 ACK_INTERVAL = 0.01  # seconds between acks for one (peer, arrival path); ~100 acks/s per busy path
@@ -86,12 +86,20 @@ class SendLog:
     """The sending side: which path carried which counter, for the acks to come back to.
 
     A ring of the last ``size`` sends per session (keyed by the session's local index and the counter),
-    so memory is fixed; an ack for an older message finds nothing and teaches nothing."""
+    so memory is fixed; an ack for an older message finds nothing and teaches nothing. A batch sent in C
+    (``_fast.txworker``) is one range record: (session, first counter, count, path) in a second ring of
+    ``size // 8`` ranges, so recording it is one Python step, not one per counter.
+
+    ``pull``, when set, is called on a lookup that finds nothing, to bring in ranges still waiting
+    elsewhere (the TX worker's send records), then the lookup is tried once more."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._ring: list[tuple[int, int, Sent] | None] = [None] * size
         self._seq: dict[str, int] = {}
+        # (session, first counter, count, path id, path seq of the first, time); newest last.
+        self._ranges: deque[tuple[int, int, int, str, int, float]] = deque(maxlen=max(1, size // 8))
+        self.pull: Callable[[], None] | None = None
 
     def record(self, session: int, counter: int, path_id: str, now: float) -> int:
         """Note a data message sent; returns its per-path running count."""
@@ -100,11 +108,35 @@ class SendLog:
         self._ring[counter % self.size] = (session, counter, Sent(path_id, seq, now))
         return seq
 
+    def record_range(self, session: int, first_counter: int, count: int, path_id: str, now: float) -> int:
+        """Note ``count`` data messages with consecutive counters sent on one path; returns the per-path
+        running count of the last."""
+        if count <= 0:
+            return self._seq.get(path_id, 0)
+        seq = self._seq.get(path_id, 0)
+        self._seq[path_id] = seq + count
+        self._ranges.append((session, first_counter, count, path_id, seq + 1, now))
+        return seq + count
+
     def lookup(self, session: int, counter: int) -> Sent | None:
+        found = self._find(session, counter)
+        if found is None and self.pull is not None:
+            self.pull()
+            found = self._find(session, counter)
+        return found
+
+    def _find(self, session: int, counter: int) -> Sent | None:
         entry = self._ring[counter % self.size]
-        if entry is None or entry[0] != session or entry[1] != counter:
-            return None
-        return entry[2]
+        if entry is not None and entry[0] == session and entry[1] == counter:
+            return entry[2]
+        # Newest first: an ack is for a recent message, so the search ends after a few ranges.
+        for sess, first, count, path_id, seq, at in reversed(self._ranges):
+            if sess == session:
+                if first <= counter < first + count:
+                    return Sent(path_id, seq + counter - first, at)
+                if counter >= first + count:
+                    break  # a session's ranges are recorded in counter order: it is not further back
+        return None
 
     def sent_on(self, path_id: str) -> int:
         return self._seq.get(path_id, 0)
