@@ -82,7 +82,6 @@ class BatchDatapath:
         encoder.packets_in += taken
         if k == 0:
             return 0
-        first = tun.send.send_counter
         sealed = tun.send.seal_batch(tx.out, tx.out_stride, tx.out_lens[:k], tx.out_status[:k],
                                      tun.session.remote_index, off=pipeline.HEADROOM,
                                      counters=tx.counters[:k], msg_type=DATA)
@@ -91,10 +90,9 @@ class BatchDatapath:
         live = tx.stamp(tmpl)
         sent = self._sendmmsg(tx, dest, live)
         now = time.monotonic()
-        log, sid = gw._send_log, tun.session.local_index
-        for c in range(first, first + sent):
-            log.record(sid, c, path.id, now)
         if sent:
+            # The sealed slots took one run of counters (another thread may seal with this key too).
+            gw._send_log.record_range(tun.session.local_index, tx.counters[0], sent, path.id, now)
             gw._data_sent(key, path.id, now)
         gw.counters["datagrams_sent"] += sent
         t = gw.transfer.get(key)
