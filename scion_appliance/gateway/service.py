@@ -250,6 +250,9 @@ class Gateway:
         self.datapath = BatchDatapath(self, BATCH, STRIDE)
         # Told about every installed session (indexes and key fingerprints; tests and audit logs).
         self.on_session: Callable[[SessionKeys], None] | None = None
+        # Told (peer ISD-AS) before a peer's sessions rotate and the keys of dropped ones are wiped: a worker
+        # thread sealing with one of them moves to the sending session first (``IpTunnel``'s TX worker).
+        self.on_rotation: list[Callable[[str], None]] = []
         # Per peer ISD-AS: sealed payload packets/bytes each way, and when we last sent / heard from it.
         self.transfer: dict[str, Counter[str]] = {}
         self.last_tx: dict[str, float] = {}
@@ -571,6 +574,8 @@ class Gateway:
 
     def _forget_dropped(self, key: str) -> None:
         """Wipe the keys of sessions the rotation let go of (their indexes are freed already)."""
+        for hook in self.on_rotation:
+            hook(key)
         live = {id(s) for s in self._sessions[key].sessions()}
         for index, (k, tun) in list(self._by_index.items()):
             if k == key and id(tun.session) not in live:
