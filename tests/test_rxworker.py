@@ -1,0 +1,344 @@
+"""The receive worker thread (``_fast.rxworker``, csrc/rx_worker.c): sealed SCION datagrams sent over
+127.0.0.1 to its socket come out on the "TUN" byte-exact (a datagram socketpair stands in for a TUN fd
+without a virtio-net header; a real TUN in a network namespace when root), replays and spoofed sources are
+dropped and counted, everything else is handed up for the Python path, acks fall due at AckResponder's
+rate, disarm-then-close never crashes under load, stop() joins promptly, a full handoff ring is counted."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from scion_appliance._fast import aead, pipeline, rxworker, udpio
+from scion_appliance._fast.replay import ReplayWindow
+from scion_appliance.paths.acks import ACK_INTERVAL
+from scion_appliance.scion.addr import IA
+from scion_appliance.scion.builder import UdpPacketBuilder
+from scion_appliance.scion.path import EmptyPath
+from scion_appliance.scion.sig_frame import FrameEncoder
+from scion_appliance.tunnel import messages
+
+RECEIVER = 0x01020304
+PEER_NET = "192.0.2.0/24"
+PEER_NET6 = "2001:db8:a::/64"
+DATA = int(messages.MessageType.DATA)
+
+
+def ipv4(total_len: int, src: str = "192.0.2.1", dst: str = "198.51.100.1", fill: int = 0) -> bytes:
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total_len, 0, 0, 64, 17, 0,
+                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    return hdr + bytes([fill & 0xFF]) * (total_len - 20)
+
+
+def ipv6(payload_len: int, src: str = "2001:db8:a::1", dst: str = "2001:db8:b::1", fill: int = 0) -> bytes:
+    hdr = struct.pack("!IHBB16s16s", 0x60000000, payload_len, 17, 64,
+                      ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed)
+    return hdr + bytes([fill & 0xFF]) * payload_len
+
+
+@dataclass
+class Rig:
+    sock: socket.socket        # the worker's underlay socket
+    sender: socket.socket      # the peer's
+    tun_in: socket.socket      # the worker writes here ("TUN")
+    tun_out: socket.socket     # the test reads the written packets here
+    worker: rxworker.RxWorker
+    builder: UdpPacketBuilder
+    secret: bytes
+    key: aead.AeadKey
+    window: ReplayWindow
+    deframer: pipeline.Deframer
+    encoder: FrameEncoder
+    sender_key: aead.AeadKey
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def seal(self, frames: list[bytes], *, receiver: int = RECEIVER, key: aead.AeadKey | None = None,
+             msg_type: int = DATA) -> list[bytes]:
+        k = key or self.sender_key
+        return [self.builder.build(k.seal(receiver, f, msg_type=msg_type)) for f in frames]
+
+    def send(self, datagrams: list[bytes]) -> None:
+        for d in datagrams:
+            self.sender.sendto(d, ("127.0.0.1", self.port))
+
+    def packets(self, want: int, timeout: float = 2.0) -> list[bytes]:
+        """Packets written to the "TUN", until ``want`` came or ``timeout`` passed without one."""
+        out: list[bytes] = []
+        while len(out) < want and select.select([self.tun_out], [], [], timeout)[0]:
+            out.append(self.tun_out.recv(65536))
+        return out
+
+    def handoff(self, want: int, timeout: float = 2.0) -> list[tuple]:
+        out: list[tuple] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < want and time.monotonic() < deadline:
+            select.select([self.worker.wake_fd], [], [], 0.05)
+            out.extend(self.worker.take_handoff())
+        return out
+
+
+def _rig(*, arm: bool = True, table: pipeline.PrefixTable | None = None, ack_interval: float = ACK_INTERVAL) -> Rig:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    tun_in, tun_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    tun_in.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    tun_out.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    table = table or pipeline.PrefixTable([(0, PEER_NET), (0, PEER_NET6)])
+    port = sock.getsockname()[1]
+    worker = rxworker.RxWorker(sock.fileno(), False, tun_in.fileno(), False, 64, port, table, 64, 2048,
+                               ack_interval)
+    builder = UdpPacketBuilder(IA.parse("1-ff00:0:111"), ipaddress.IPv4Address("127.0.0.1"),
+                               sender.getsockname()[1], IA.parse("1-ff00:0:110"),
+                               ipaddress.IPv4Address("127.0.0.1"), port, EmptyPath())
+    secret = os.urandom(32)
+    rig = Rig(sock, sender, tun_in, tun_out, worker, builder, secret, aead.AeadKey(secret), ReplayWindow(8192),
+              pipeline.Deframer(64, 2048), FrameEncoder(0, 0x12345, 1472), aead.AeadKey(secret))
+    if arm:
+        worker.arm(RECEIVER, rig.key, rig.window, rig.deframer, 0)
+    worker.start()
+    return rig
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    r = _rig()
+    try:
+        yield r
+    finally:
+        r.worker.stop()
+        for s in (r.sock, r.sender, r.tun_in, r.tun_out):
+            s.close()
+
+
+def test_sealed_datagrams_come_out_on_the_tun_byte_exact(rig: Rig) -> None:
+    packets = [ipv4(60 + 17 * i, fill=i) for i in range(50)] + [ipv4(1400, fill=7), ipv6(1000), ipv6(0)]
+    packets += [ipv4(1400, fill=i) for i in range(20)]  # these span frames: reassembled across datagrams
+    rig.send(rig.seal(rig.encoder.encode(packets)))
+    assert rig.packets(len(packets)) == packets
+    c = rig.worker.counters()
+    lane = c["lanes"][RECEIVER]
+    assert lane["written"] == len(packets)
+    assert lane["rx_packets"] == lane["data"] > 0
+    assert lane["frames_fast"] == lane["data"]
+    assert lane["last_rx"] is not None and abs(lane["last_rx"] - time.monotonic()) < 5
+    assert c["worker"]["handoff_full"] == 0
+    # The first data message of the route is acked at once: one ack record, nothing else handed up.
+    ups = rig.worker.take_handoff()
+    assert [u[0] for u in ups] == [rxworker.ACK]
+
+
+def test_replays_are_dropped_and_counted(rig: Rig) -> None:
+    frames = [rig.encoder.encode([ipv4(100, fill=i)])[0] for i in range(10)]
+    sealed = rig.seal(frames)
+    rig.send(sealed)
+    assert len(rig.packets(10)) == 10
+    rig.send(sealed)  # the same datagrams again
+    deadline = time.monotonic() + 2
+    replayed = 0
+    while time.monotonic() < deadline and replayed < len(sealed):
+        replayed += rig.worker.counters()["lanes"][RECEIVER].get("drop_replayed", 0)
+        time.sleep(0.01)
+    assert replayed == len(sealed)
+    assert rig.packets(1, timeout=0.2) == []
+
+
+def test_a_python_side_open_shares_the_window_under_the_lock(rig: Rig) -> None:
+    """A message opened in Python (under the worker's lock) is a replay for the thread, and the other way
+    round."""
+    frames = [rig.encoder.encode([ipv4(100, fill=i)])[0] for i in range(4)]
+    envelopes = [rig.sender_key.seal(RECEIVER, f) for f in frames]
+    with rig.worker.locked():
+        _, plain = rig.key.open(envelopes[0], receiver=RECEIVER, window=rig.window)
+    assert plain == frames[0]
+    rig.send([rig.builder.build(e) for e in envelopes])  # the first again, then three new ones
+    assert len(rig.packets(3)) == 3
+    time.sleep(0.05)
+    assert rig.worker.counters()["lanes"][RECEIVER]["drop_replayed"] == 1
+    with rig.worker.locked(), pytest.raises(aead.EnvelopeError) as e:
+        rig.key.open(envelopes[1], receiver=RECEIVER, window=rig.window)
+    assert e.value.reason == aead.DROP_REPLAYED
+
+
+def test_spoofed_sources_are_dropped(rig: Rig) -> None:
+    good = [ipv4(80, fill=1), ipv6(40)]
+    bad = [ipv4(80, src="203.0.113.9"), ipv6(40, src="2001:db8:ffff::1")]
+    rig.send(rig.seal(rig.encoder.encode([good[0], bad[0], good[1], bad[1]])))
+    assert rig.packets(4, timeout=0.5) == good
+    assert rig.worker.counters()["lanes"][RECEIVER]["spoofed"] == 2
+
+
+def test_handshakes_unknown_receivers_and_forgeries_go_up_or_are_counted(rig: Rig) -> None:
+    initiation = rig.builder.build(bytes([messages.MessageType.INITIATION]) + bytes(147))
+    other = rig.seal(rig.encoder.encode([ipv4(60)]), receiver=0x0BADBEEF)
+    ack = rig.seal([b"x" * 12], msg_type=int(messages.MessageType.ACK))
+    forged = bytearray(rig.seal(rig.encoder.encode([ipv4(60)]))[0])
+    forged[-1] ^= 1
+    garbage = b"\x00" * 30
+    rig.send([initiation, *other, *ack, bytes(forged), garbage])
+    ups = rig.handoff(3)
+    assert [(u[0], u[6]) for u in ups] == [(rxworker.DATAGRAM, initiation), (rxworker.DATAGRAM, other[0]),
+                                          (rxworker.DATAGRAM, ack[0])]
+    host, port = udpio.addr_get(ups[0][5], 0)
+    assert (host, port) == ("127.0.0.1", rig.sender.getsockname()[1])
+    time.sleep(0.05)
+    c = rig.worker.counters()
+    assert c["lanes"][RECEIVER]["drop_forged"] == 1
+    assert sum(v for k, v in c["worker"].items() if k.startswith("drop_")) == 1  # the garbage
+    assert rig.packets(1, timeout=0.1) == []
+
+
+def test_acks_fall_due_at_the_documented_rate() -> None:
+    """AckResponder's rule: the first data message after a quiet interval at once, then at most one per
+    interval per route; the received count runs over every data message of the route."""
+    r = _rig(ack_interval=0.2)
+    try:
+        sent = 0
+        first: list[bytes] = []
+        for burst in range(3):
+            frames = [r.encoder.encode([ipv4(100, fill=i)])[0] for i in range(5)]
+            sealed = r.seal(frames)
+            first = first or sealed
+            r.send(sealed)
+            sent += len(frames)
+            assert len(r.packets(5)) == 5
+            if burst == 0:
+                time.sleep(0.3)  # quiet: the next burst is acked at once
+        acks = [u for u in r.handoff(2, timeout=0.5) if u[0] == rxworker.ACK]
+        # Burst 0 (acked at its first message), burst 1 after a quiet interval; burst 2 came within 0.2 s.
+        assert [a[4] for a in acks] == [1, 6]
+        assert [a[3] for a in acks] == [0, 5]  # the acked counters
+        # The datagram comes along for the reply path, its payload zeroed.
+        h = len(r.builder.build(b"")) + aead.HEADER_LEN  # SCION/UDP header and envelope header
+        assert len(acks[0][6]) == len(first[0])
+        assert acks[0][6][:h] == first[0][:h]
+        assert acks[0][6][h:] == bytes(len(first[0]) - h)
+        time.sleep(0.25)
+        r.send(r.seal(r.encoder.encode([ipv4(100)])))
+        assert len(r.packets(1)) == 1
+        late = [u for u in r.handoff(1) if u[0] == rxworker.ACK]
+        assert [a[4] for a in late] == [sent + 1]
+    finally:
+        r.worker.stop()
+
+
+def test_frames_the_c_deframer_leaves_go_up_until_python_releases_the_stream(rig: Rig) -> None:
+    frames = rig.encoder.encode([ipv4(1400, fill=1), ipv4(100, fill=2)])
+    assert len(frames) == 2  # the first packet continues in the second frame
+    late = rig.encoder.encode([ipv4(100, fill=3)])
+    rig.send(rig.seal([frames[1]]))  # a continuation without its start: the Python decoder decides
+    ups = [u for u in rig.handoff(2) if u[0] == rxworker.FRAME]
+    assert [u[6] for u in ups] == [frames[1]]
+    rig.send(rig.seal(late))  # the stream is Python's until it says otherwise
+    ups = [u for u in rig.handoff(1) if u[0] == rxworker.FRAME]
+    assert [u[6] for u in ups] == late
+    rig.worker.stream_idle(0)
+    again = rig.encoder.encode([ipv4(100, fill=4)])
+    rig.send(rig.seal(again))
+    assert rig.packets(1) == [ipv4(100, fill=4)]
+
+
+def test_an_expired_lane_hands_its_datagrams_up() -> None:
+    r = _rig(arm=False)
+    try:
+        r.worker.arm(RECEIVER, r.key, r.window, r.deframer, 0, expires_at=time.monotonic() - 1)
+        sealed = r.seal(r.encoder.encode([ipv4(60)]))
+        r.send(sealed)
+        assert [u[6] for u in r.handoff(1)] == sealed
+    finally:
+        r.worker.stop()
+
+
+def test_disarm_then_close_under_load_never_crashes() -> None:
+    r = _rig(arm=False)
+    stop = threading.Event()
+    frames = r.encoder.encode([ipv4(1000, fill=i) for i in range(64)])
+
+    def blast() -> None:
+        key = aead.AeadKey(r.secret)
+        while not stop.is_set():
+            for d in r.seal(frames, key=key):
+                try:
+                    r.sender.sendto(d, ("127.0.0.1", r.port))
+                except OSError:
+                    pass
+
+    def drain() -> None:
+        while not stop.is_set():
+            if select.select([r.tun_out], [], [], 0.05)[0]:
+                r.tun_out.recv(65536)
+
+    threads = [threading.Thread(target=blast), threading.Thread(target=drain)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 1.5
+        rounds = 0
+        while time.monotonic() < deadline:
+            key, window = aead.AeadKey(r.secret), ReplayWindow(8192)
+            r.worker.arm(RECEIVER, key, window, r.deframer, 0)
+            time.sleep(0.002)
+            if rounds % 2:
+                key.close()  # closed while armed: wiped only at the disarm
+                assert key.closed
+            got = r.worker.disarm(RECEIVER)
+            assert got is not None
+            key.close()
+            del window
+            r.worker.take_handoff()
+            rounds += 1
+        assert rounds > 50
+        assert r.worker.running
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        r.worker.stop()
+
+
+def test_stop_joins_promptly_and_is_idempotent(rig: Rig) -> None:
+    t0 = time.monotonic()
+    rig.worker.stop()
+    assert time.monotonic() - t0 < 0.5
+    assert not rig.worker.running
+    rig.worker.stop()
+    assert rig.worker.receivers() == []  # stop disarms
+    with pytest.raises(RuntimeError):
+        rig.worker.start()
+
+
+def test_a_full_handoff_ring_is_counted() -> None:
+    r = _rig(arm=False)
+    try:
+        n = rxworker.HANDOFF_SLOTS + 100
+        datagram = r.seal(r.encoder.encode([ipv4(60)]))[0]
+        for _ in range(n):
+            r.sender.sendto(datagram, ("127.0.0.1", r.port))
+        deadline = time.monotonic() + 3
+        seen = {"datagrams": 0, "handoff_full": 0, "handed_up": 0}
+        while time.monotonic() < deadline and seen["datagrams"] < n:
+            w = r.worker.counters()["worker"]
+            for k in seen:
+                seen[k] += w[k]
+            time.sleep(0.01)
+        assert seen["datagrams"] == n
+        assert seen["handed_up"] == rxworker.HANDOFF_SLOTS
+        assert seen["handoff_full"] == n - rxworker.HANDOFF_SLOTS
+        assert len(r.worker.take_handoff(limit=10_000)) == rxworker.HANDOFF_SLOTS
+    finally:
+        r.worker.stop()
