@@ -46,7 +46,7 @@ from typing import Any
 
 import trio
 
-from scion_appliance._fast import aead, codec, udpio
+from scion_appliance._fast import aead, codec, routerstep, udpio
 from scion_appliance._fast.replay import ReplayWindow
 from scion_appliance.gateway.datapath import BatchDatapath, BatchSink
 from scion_appliance.gateway.plain_sig import PlainSig
@@ -225,6 +225,8 @@ class Gateway:
         self._chosen: dict[str, tuple[float, PathInfo]] = {}  # peer ia -> (decided at, path)
         self._rx_drain: _RxBatch | None = None
         self._draining = False
+        self._rx_local: _RxBatch | None = None  # packets handed in already parsed (receive_parsed)
+        self._local_busy = False
         self.selector = PathSelector(policy or SelectionPolicy())
         self.counters: Counter[str] = Counter()
         # Key rotation per peer (current, previous, next: ``tunnel.peer``); the keys of each session are in
@@ -697,7 +699,46 @@ class Gateway:
         if n <= 0:
             return 0
         recs.parse_batch(buf, STRIDE, lengths, n)
-        now = time.monotonic()
+        self.receive_parsed(buf, STRIDE, lengths, addrs, recs, range(n), time.monotonic())
+        return n
+
+    def receive_parsed(
+        self,
+        buf: bytearray,
+        stride: int,
+        lengths: Any,
+        addrs: bytearray,
+        recs: codec.ScionRecords,
+        slots: range | memoryview,
+        now: float,
+    ) -> None:
+        """Handles received packets that are parsed already: slot i of ``buf`` (``stride`` apart) for
+        each i of ``slots``, with ``lengths`` ('I'), ``addrs`` (the senders, ``udpio`` records) and
+        ``recs`` (their parse records). The socket path hands in its whole batch (``range(n)``); the
+        border router of the same appliance the slots it delivers here (``Dataplane.local_sink``),
+        which are first copied into the gateway's own batch layout: copied, not parsed again."""
+        if isinstance(slots, range) and slots.start == 0 and slots.step == 1 and stride == STRIDE:
+            self._receive_parsed(buf, lengths, addrs, recs, len(slots), now)
+            return
+        rx = self._rx_local if self._rx_local is not None and not self._local_busy else _RxBatch()
+        self._rx_local, self._local_busy = rx, True
+        try:
+            sel = memoryview(array.array("I", slots)) if isinstance(slots, range) else slots
+            for k in range(0, len(sel), BATCH):
+                count = min(BATCH, len(sel) - k)
+                n = routerstep.take_slots(
+                    buf, stride, lengths, addrs, recs, sel[k : k + count], count,
+                    rx.buf, STRIDE, rx.lengths, rx.addrs, rx.recs,
+                )  # fmt: skip
+                if n < count:
+                    self.counters["drop_oversize"] += count - n
+                self._receive_parsed(rx.buf, rx.lengths, rx.addrs, rx.recs, n, now)
+        finally:
+            self._local_busy = False
+
+    def _receive_parsed(
+        self, buf: bytearray, lengths: Any, addrs: bytearray, recs: codec.ScionRecords, n: int, now: float
+    ) -> None:
         handled = self.datapath.receive(buf, lengths, addrs, recs, n, now)
         for i in range(n):
             if i in handled:
@@ -709,7 +750,6 @@ class Gateway:
             raw = bytes(buf[i * STRIDE : i * STRIDE + lengths[i]])
             rec = recs.get(i)
             self._handle(raw, rec, udpio.addr_bytes(addrs, i), udpio.addr_get(addrs, i), now)
-        return n
 
     def _drain_receive(self) -> bool:
         """Handle what waits in the socket now (a few batches at most); True if anything did.
