@@ -365,11 +365,11 @@ def take_slots(src_buf, Py_ssize_t src_stride, src_lens, src_addrs, ScionRecords
                Py_ssize_t count, dst_buf, Py_ssize_t dst_stride, dst_lens, dst_addrs,
                ScionRecords dst_recs):
     """Copies slots ``slots[0:count]`` of a batch (bytes, 'I' lengths, ``udpio`` address records,
-    parse records) to slots 0..count-1 of another batch layout; ``dst_recs.count`` becomes count.
-    A packet longer than ``dst_stride`` is refused (ValueError) before anything is copied: the
-    receiving layout must hold whatever the sending one does.  Returns count."""
+    parse records) to the first slots of another batch layout, in order, leaving out packets longer
+    than ``dst_stride`` (the caller counts them: count minus what this returns).  Returns how many
+    were copied; ``dst_recs.count`` becomes that."""
     cdef _Views vs
-    cdef Py_ssize_t k, i, n_src
+    cdef Py_ssize_t k, i, n_src, m = 0
     cdef uint32_t length
     cdef const uint8_t *sbuf
     cdef const uint32_t *slens
@@ -401,21 +401,24 @@ def take_slots(src_buf, Py_ssize_t src_stride, src_lens, src_addrs, ScionRecords
             i = pslots[k]
             if i >= n_src:
                 raise ValueError(f"slot {i} outside the source batch of {n_src}")
-            if slens[i] > <uint32_t>min(src_stride, dst_stride):
-                raise ValueError(f"slot {i}: {slens[i]} bytes do not fit a slot of {dst_stride}")
+            if slens[i] > <uint32_t>src_stride:
+                raise ValueError(f"slot {i}: length {slens[i]} beyond its slot of {src_stride}")
         srecs, drecs = src_recs.recs, dst_recs.recs
         with nogil:
             for k in range(count):
                 i = pslots[k]
                 length = slens[i]
-                memcpy(dbuf + k * dst_stride, sbuf + i * src_stride, length)
-                dlens[k] = length
-                daddrs[k] = saddrs[i]
-                drecs[k] = srecs[i]
+                if length > <uint32_t>dst_stride:
+                    continue
+                memcpy(dbuf + m * dst_stride, sbuf + i * src_stride, length)
+                dlens[m] = length
+                daddrs[m] = saddrs[i]
+                drecs[m] = srecs[i]
+                m += 1
     finally:
         _release(&vs)
-    dst_recs.count = count
-    return count
+    dst_recs.count = m
+    return m
 
 
 def _c_limit(hop_key: bytes, const unsigned char[::1] buf, const unsigned int[::1] lens, Py_ssize_t n,
