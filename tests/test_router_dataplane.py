@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scion_appliance._fast import udpio
+from scion_appliance._fast import codec, udpio
 from scion_appliance.router import reasons
 from scion_appliance.router.dataplane import (
     Datagram,
@@ -136,6 +136,69 @@ def test_transit_and_local_delivery() -> None:
     assert isinstance(got.path, ScionPath) and got.path.meta.curr_hf == 3
     assert dp110.counters["forwarded"] == 1 and dp112.counters["delivered"] == 1
     assert not any(k.startswith("drop.") for d in (dp110, dp111, dp112) for k in d.counters)
+
+
+class SinkLog:
+    """A local sink that keeps what each call handed over (copies: the batch is reused)."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[bytes, tuple[str, int], dict[str, object]]]] = []
+
+    def __call__(
+        self,
+        buf: bytearray,
+        stride: int,
+        lens: memoryview,
+        addrs: bytearray,
+        recs: codec.ScionRecords,
+        slots: memoryview,
+    ) -> None:
+        self.calls.append(
+            [
+                (bytes(buf[i * stride : i * stride + lens[i]]), udpio.addr_get(addrs, i), recs.get(i))
+                for i in slots
+            ]
+        )
+
+
+def test_local_sink_takes_its_deliveries_in_process_with_the_parse_records() -> None:
+    dp110, dp111, dp112 = routers()
+    to_b = [udp_packet(path_111_to_112(), payload=bytes([k]) * (5 + k)) for k in range(3)]
+    other = udp_packet(path_111_to_112(), dst_host="127.0.3.3")
+    pkts = [to_b[0], other, to_b[1], to_b[2]]
+    at_112 = [
+        d
+        for _, d, _ in sent(
+            inject(dp110, 1, [d for _, d, _ in sent(inject(dp111, 0, pkts))], src=(R111, 50041))
+        )
+    ]
+    # What the socket path sends, from a router without the sink: the known answer for the bytes.
+    ref = sent(inject(routers()[2], 42, at_112, src=(R110, 50002)))
+    sink = SinkLog()
+    dp112.add_local_sink("127.0.3.2", 7000, sink)
+    out = sent(inject(dp112, 42, at_112, src=(R110, 50002)))
+    assert out == [ref[1]] and ref[1][2] == ("127.0.3.3", 7000)  # the other host still by socket
+    [call] = sink.calls  # one call for the batch
+    assert [data for data, _, _ in call] == [ref[0][1], ref[2][1], ref[3][1]]
+    for data, src, rec in call:
+        assert src == (R112, 30042)  # what recvmmsg shows: the router's internal socket
+        assert rec == codec.parse_record(data) and rec["status"] == 0 and rec["dst_port"] == 7000
+    c = dp112.counters
+    assert (c["delivered"], c["delivered_in_process"], c["tx.internal"]) == (4, 3, 1)
+    dp112.remove_local_sink("127.0.3.2", 7000)
+    assert sent(inject(dp112, 42, at_112[:1], src=(R110, 50002))) == ref[:1]  # back to the socket
+    assert len(sink.calls) == 1
+
+
+def test_local_sink_only_for_addresses_the_router_delivers_to() -> None:
+    _, _, dp112 = routers()
+    with pytest.raises(ValueError, match="not an address this router delivers to"):
+        dp112.add_local_sink(R112, 30042, SinkLog())  # the router itself answers there
+    some = replace(dp112.topo, dispatched_ports=(31000, 32000))
+    dp = Dataplane(some, some.router(), KEYS[IA112])
+    assert dp.delivers_to("127.0.3.2", 31000) and not dp.delivers_to("127.0.3.2", 7000)
+    with pytest.raises(ValueError):
+        dp.add_local_sink("127.0.3.2", 7000, SinkLog())  # its packets go to 30041
 
 
 def test_batch_of_many_goes_out_as_one_group() -> None:

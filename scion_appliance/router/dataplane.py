@@ -17,6 +17,11 @@ Rules kept here:
   echo request -> echo reply. Traceroute requests are answered at router alerts. Errors the reference
   router answers (``reasons.scmp_for``) get an SCMP error on the reversed path, built as scionproto's
   ``prepareSCMP`` does; errors are rate-limited by a token bucket and never sent about an SCMP error.
+- Local delivery in the same process: a destination (host, UDP port) with a registered local sink
+  (``local_sink``: the gateway of the same appliance) gets its packets in one call per batch, slots
+  of the receive buffer with the parse records the step made (``routerstep``: equal to the codec's),
+  instead of a sendmmsg on the internal socket; the sender it sees is the internal address, as
+  recvmmsg would show. They count as ``delivered`` and ``delivered_in_process``.
 - Every received packet is counted once by what became of it: ``forwarded``, ``to_sibling``,
   ``delivered``, ``to_router`` (answered by the router itself), ``slow.<reason>`` (router alerts) or
   ``drop.<reason>``; what the router sends on its own is counted under ``scmp.<type>``.
@@ -37,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from scion_appliance._fast import routerstep, udpio
+from scion_appliance._fast import codec, routerstep, udpio
 from scion_appliance.router import reasons
 from scion_appliance.router.topology import ENDHOST_PORT, Address, BorderRouter, Topology
 from scion_appliance.scion import scmp
@@ -60,6 +65,10 @@ _LINK_CODES = {
     "peer": routerstep.LINK_PEER,
 }
 _U16 = struct.Struct(">H")
+
+# A local sink: (buf, stride, lens, source addresses, parse records, slots) of one batch; the slots
+# ('I' items) index the other arrays; the source addresses are ``udpio`` records.
+LocalSink = Callable[[bytearray, int, memoryview, bytearray, codec.ScionRecords, memoryview], None]
 
 
 def link_name(link: int) -> str:
@@ -89,6 +98,7 @@ class RxBatch:
         self.sel = memoryview(array("I", bytes(4 * n)))  # the packets of a group that leave now
         self.dests = udpio.new_addrs(n)  # per-slot destinations (local delivery)
         self.flags = bytearray(n)
+        self.recs = codec.ScionRecords(n)  # parse records of delivered packets (with a local sink)
 
     def packet(self, i: int) -> bytes:
         return bytes(self.buf[i * self.stride : i * self.stride + min(self.lens[i], self.stride)])
@@ -323,6 +333,10 @@ class Dataplane:
         self._rng = rng or random.Random()
         self._delayed: list[tuple[float, int, Datagram]] = []
         self._seq = 0
+        # (host as packed bytes, UDP port) -> the receiver of its packets in this process.
+        self.local_sink: dict[tuple[bytes, int], LocalSink] = {}
+        internal = _record(router.internal_addr)
+        self._internal_src = bytearray(internal * batch)  # the sender a local sink sees, per slot
 
     # -- configuration (the control channel) -------------------------------------------------
 
@@ -364,6 +378,20 @@ class Dataplane:
             },
         }
 
+    def delivers_to(self, host: str, port: int) -> bool:
+        """Whether UDP for ``host``:``port`` (an end host of this AS) is delivered to that address
+        (not to the router itself, and ``port`` within the dispatched range)."""
+        return ipaddress.ip_address(host) != self.internal_ip and self.topo.dispatched(port) == port
+
+    def add_local_sink(self, host: str, port: int, sink: LocalSink) -> None:
+        """Packets this router delivers to ``host``:``port`` go to ``sink`` instead of the socket."""
+        if not self.delivers_to(host, port):
+            raise ValueError(f"{host}:{port} is not an address this router delivers to")
+        self.local_sink[(ipaddress.ip_address(host).packed, port)] = sink
+
+    def remove_local_sink(self, host: str, port: int) -> None:
+        self.local_sink.pop((ipaddress.ip_address(host).packed, port), None)
+
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
 
@@ -389,6 +417,7 @@ class Dataplane:
         n_ok, groups = self.step.batch(
             b.buf, b.lens, n, b.stride, link, max(0, math.ceil(now)),
             b.reason, b.action, b.egress, b.pointer, b.order, b.group_off, b.group_key,
+            recs=b.recs if self.local_sink else None,
         )  # fmt: skip
         for g in range(groups):
             key = b.group_key[g]
@@ -508,6 +537,8 @@ class Dataplane:
 
     def _deliver(self, b: RxBatch, link: int, start: int, end: int, now: float, out: list[Out]) -> None:
         buf, stride = b.buf, b.stride
+        sinks = self.local_sink
+        local: dict[LocalSink, list[int]] = {}
         k = start
         for j in range(start, end):
             i = b.order[j]
@@ -528,6 +559,11 @@ class Dataplane:
             if port is None:
                 self.count("drop.undeliverable")
                 continue
+            if sinks:
+                sink = sinks.get((host, port))
+                if sink is not None:
+                    local.setdefault(sink, []).append(i)
+                    continue
             ip = socket.inet_ntop(socket.AF_INET if host_len == 4 else socket.AF_INET6, host)
             udpio.addr_set(b.dests, i, ip, port)
             b.sel[k] = i
@@ -535,6 +571,10 @@ class Dataplane:
         if k > start:
             self.count("delivered", k - start)
             self._emit(SlotSend(0, b, b.sel, start, k - start, b.dests), out)
+        for sink, slots in local.items():
+            self.count("delivered", len(slots))
+            self.count("delivered_in_process", len(slots))
+            sink(buf, stride, b.lens, self._internal_src, b.recs, memoryview(array("I", slots)))
 
     def _to_router(self, b: RxBatch, link: int, i: int, now: float, out: list[Out]) -> None:
         raw = b.packet(i)
