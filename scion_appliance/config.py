@@ -460,6 +460,17 @@ class Replay:
 
 
 @dataclass(frozen=True)
+class Datapath:
+    # The data path runs in two C worker threads (TUN -> wire and wire -> TUN, the GIL released);
+    # false keeps it in the event loop (one core, more Python per batch).
+    threads: bool = setting(
+        "true or false (true: the data path runs in two C worker threads; false keeps it in the event loop)",
+        p_bool,
+        True,
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     identity: Identity = section(Identity, required=True)
     state: State = section(State)
@@ -472,6 +483,7 @@ class Config:
     tun: Tun | None = section(Tun, optional=True)
     paths: Paths = section(Paths)
     replay: Replay = section(Replay)
+    datapath: Datapath = section(Datapath)
     source: Path = field(default=DEFAULT_CONFIG_PATH, metadata={"internal": True})
 
     def peer(self, name: str) -> Peer:

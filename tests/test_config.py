@@ -329,3 +329,10 @@ def test_bad_catalogue_value_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "k").chmod(0o600)
     with pytest.raises(ConfigError, match=r"paths.catalogue: expected an existing file, found .*none.json"):
         config.load(cfg_file, check_files_exist=True)
+
+
+def test_datapath_threads_default_and_values() -> None:
+    assert config.parse(MINIMAL).datapath.threads is True
+    assert config.parse(MINIMAL + "[datapath]\nthreads = false\n").datapath.threads is False
+    e = err(MINIMAL + '[datapath]\nthreads = "no"\n')
+    assert e.key == "datapath.threads"
