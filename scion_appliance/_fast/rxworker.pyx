@@ -191,14 +191,17 @@ cdef class RxWorker:
             raise OSError(-rc, f"cannot start the receive worker thread: {os.strerror(-rc)}")
 
     def stop(self):
-        """Stops the thread and joins it (the GIL released); disarms every lane. Idempotent."""
+        """Stops the thread and joins it (the GIL released), then disarms every lane. Returns the last
+        ``counters()`` (nothing counted is lost). Idempotent."""
         if self.w == NULL:
-            return
+            return {"worker": {}, "lanes": {}}
         with nogil:
             rxw_stop(self.w)
+        last = self.counters()
         for receiver in list(self._lanes):
             self.disarm(receiver)
         self.stopped = True
+        return last
 
     @property
     def running(self):

@@ -142,7 +142,8 @@ class BatchDatapath:
             return handled
         self._receiving = True
         try:
-            self._receive(buf, lengths, addrs, recs, n, now, sink, handled)
+            with gw._rx_guard():  # a receive thread shares the windows and deframers of armed sessions
+                self._receive(buf, lengths, addrs, recs, n, now, sink, handled)
         finally:
             self._receiving = False
         return handled

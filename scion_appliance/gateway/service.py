@@ -40,6 +40,7 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
@@ -50,6 +51,7 @@ from scion_appliance._fast import aead, codec, routerstep, udpio
 from scion_appliance._fast.replay import ReplayWindow
 from scion_appliance.gateway.datapath import BatchDatapath, BatchSink
 from scion_appliance.gateway.plain_sig import PlainSig
+from scion_appliance.gateway.rx_thread import RxTarget, RxThread
 from scion_appliance.paths.acks import ACK_INTERVAL, AckError, AckResponder, SendLog, decode_ack
 from scion_appliance.paths.prober import Prober
 from scion_appliance.paths.quality import QualityConfig
@@ -227,6 +229,9 @@ class Gateway:
         self._draining = False
         self._rx_local: _RxBatch | None = None  # packets handed in already parsed (receive_parsed)
         self._local_busy = False
+        # The receive worker thread (``rx_thread``) while an IP tunnel runs threaded: it reads the socket.
+        self._rx: RxThread | None = None
+        self._rx_wait: trio.CancelScope | None = None
         self.selector = PathSelector(policy or SelectionPolicy())
         self.counters: Counter[str] = Counter()
         # Key rotation per peer (current, previous, next: ``tunnel.peer``); the keys of each session are in
@@ -310,6 +315,7 @@ class Gateway:
         try:
             return await self._cm.__aexit__(t, e, tb)
         finally:  # also when the block raised: keys wiped, the port free for the next gateway
+            self.detach_rx(run_pending=False)  # the thread lets go of the keys before they are wiped
             for peer in self._sessions.values():
                 peer.expire()
             for _, tun in self._by_index.values():
@@ -569,10 +575,13 @@ class Gateway:
         return key
 
     def _session_ready(self, key: str) -> None:
-        """The peer has a new sending session: wake senders and end our handshake attempts."""
+        """The peer has a new sending session: wake senders and end our handshake attempts; the receive
+        thread (if any) opens its data from now on."""
         ev = self._ready.get(key)
         if ev is not None:
             ev.set()
+        if self._rx is not None:
+            self._rx.arm_peer(key)
 
     def _forget_dropped(self, key: str) -> None:
         """Wipe the keys of sessions the rotation let go of (their indexes are freed already)."""
@@ -582,6 +591,8 @@ class Gateway:
         for index, (k, tun) in list(self._by_index.items()):
             if k == key and id(tun.session) not in live:
                 del self._by_index[index]
+                if self._rx is not None:
+                    self._rx.disarm(index)  # the thread lets go of the keys first
                 tun.close()
 
     def _send_keepalive(self, key: str) -> None:
@@ -684,9 +695,59 @@ class Gateway:
         assert self._sock is not None
         rx = _RxBatch()
         while True:
-            if self._gro is None or not self._gro.pending:  # datagrams of a cut message may still wait
-                await trio.lowlevel.wait_readable(self._sock)
-            self._receive_batch(rx)
+            thread = self._rx
+            with trio.CancelScope() as scope:  # cancelled when the receive thread starts or stops
+                self._rx_wait = scope
+                if thread is not None:  # the thread reads the socket; we run what it hands up
+                    with trio.move_on_after(max(0.0, thread.next_harvest - time.monotonic())):
+                        await trio.lowlevel.wait_readable(thread.wake_fd)
+                elif self._gro is None or not self._gro.pending:  # datagrams of a cut message may wait
+                    await trio.lowlevel.wait_readable(self._sock)
+            self._rx_wait = None
+            if scope.cancelled_caught:
+                continue
+            if thread is not None:
+                thread.service(time.monotonic())
+            else:
+                self._receive_batch(rx)
+
+    def attach_rx(self, target: RxTarget) -> bool:
+        """The IP tunnel runs threaded: a C thread reads the socket and carries data of confirmed
+        sessions to ``target``'s TUN device (``rx_thread``). False when it cannot (not running, or a
+        thread runs already)."""
+        if self._rx is not None or self._sock is None or self._nursery is None:
+            return False
+        if self._rx_drain is None:
+            self._rx_drain = _RxBatch()
+        while self._gro is not None and self._gro.pending:  # cut datagrams waiting in the Python reader
+            self._receive_batch(self._rx_drain)
+        thread = RxThread(self, target, BATCH, STRIDE)
+        thread.start()
+        self._rx = thread
+        if self._rx_wait is not None:
+            self._rx_wait.cancel()
+        return True
+
+    def detach_rx(self, *, run_pending: bool = True) -> None:
+        """Stops the receive thread (joined; its lanes disarmed, counters taken); the event loop reads the
+        socket again. ``run_pending``: what the thread handed up last still runs."""
+        thread, self._rx = self._rx, None
+        if thread is None:
+            return
+        if self._rx_wait is not None:
+            self._rx_wait.cancel()
+        trio.lowlevel.notify_closing(thread.wake_fd)
+        thread.stop(run_pending=run_pending)
+
+    def harvest_rx(self) -> None:
+        """Brings the receive thread's counters (transfer, last_rx, drops) up to date now."""
+        if self._rx is not None:
+            self._rx.harvest(time.monotonic())
+
+    def _rx_guard(self) -> AbstractContextManager[Any]:
+        """Held around every Python-side open: with a receive thread, its lock (the replay windows and
+        deframers of armed sessions are shared with it)."""
+        return self._rx.locked() if self._rx is not None else nullcontext()
 
     def _receive_batch(self, rx: _RxBatch) -> int:
         """Receive and handle one batch if any is waiting (never blocks); returns its size."""
@@ -755,6 +816,8 @@ class Gateway:
         """Handle what waits in the socket now (a few batches at most); True if anything did.
 
         Runs from inside sends and decisions, so it has its own buffers and never nests."""
+        if self._rx is not None:
+            return self._rx.drain()
         if self._draining or self._sock is None:
             return False
         if self._rx_drain is None:
@@ -938,7 +1001,8 @@ class Gateway:
             self.counters["drop_session_expired"] += 1
             return
         try:
-            counter, plaintext = tun.recv.open(payload, receiver=receiver, window=tun.window, msg_type=kind)
+            with self._rx_guard():
+                counter, plaintext = tun.recv.open(payload, receiver=receiver, window=tun.window, msg_type=kind)
         except aead.EnvelopeError as e:
             self.counters[f"drop_{e.reason_name}"] += 1
             return
@@ -986,8 +1050,18 @@ class Gateway:
         raw, rec, underlay = arrival
         route = (key, raw[rec["path_off"] : rec["path_off"] + rec["path_len"]], underlay)
         plain = self._acks.on_data(route, counter, now)
-        if plain is None or self._sock is None:
+        if plain is not None:
+            self._ack_send(key, tun, plain, arrival)
+
+    def _ack_send(
+        self, key: str, tun: _Tunnel, plain: bytes, arrival: tuple[bytes, dict[str, Any], tuple[str, int]]
+    ) -> None:
+        """Seals the ack ``plain`` and sends it back the way ``arrival`` came (the receive thread's "ack
+        due" records come here too)."""
+        raw, rec, underlay = arrival
+        if self._sock is None:
             return
+        route = (key, raw[rec["path_off"] : rec["path_off"] + rec["path_len"]], underlay)
         builder = self._ack_routes.get(route)
         if builder is None:
             try:
