@@ -683,6 +683,14 @@ def test_embedded_router_forwards_for_its_as(pair: tuple[Node, Node]) -> None:
         router = doc["interfaces"]["router"]
         assert router["isd_as"] == A
         assert [(i["id"], i["state"]) for i in router["interfaces"]] == [(41, "up"), (42, "up"), (43, "up")]
+        # The probe replies for the appliance's own gateway reach it in process (parsed once, by
+        # the router's step), not through the internal socket. (Status shows the router's counters
+        # as of the last housekeeping tick.)
+        wait_until(
+            "the router's deliveries to the gateway counted as in process",
+            lambda: node.status()["interfaces"]["router"]["delivered_in_process"] > 0,
+            timeout=3,
+        )
         assert doc["peers"][0]["state"] != "up"  # B's appliance is stopped: only the routers answer
     finally:
         assert node.stop() == 0
