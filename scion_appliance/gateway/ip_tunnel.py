@@ -14,6 +14,10 @@ received frames are deframed and written to the TUN device a batch at a time. Pa
 path does not take (drops to count, partial packets the Python decoder is reassembling, remotes
 without a session yet) go the per-packet way described above, so behaviour and counters are the same.
 
+Threaded (``threads=True``, the default, with a ``Gateway``): the outbound batch path runs in a C thread
+without the GIL (``tx_thread``, ``_fast.txworker``); trio keeps its per-remote lanes on the current
+session and path and takes the packets it hands up through the per-packet way above.
+
 Rules kept here:
 - One ``FrameEncoder`` per remote with its own (session id, stream id); the stream id is random per
   start so a restarted appliance is never mistaken for late frames of the old stream. One
@@ -35,7 +39,7 @@ import enum
 import os
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +49,7 @@ from scion_appliance import log as _log
 from scion_appliance._fast import pipeline
 from scion_appliance.gateway.service import GatewayError
 from scion_appliance.gateway.traffic_policy import PacketClass, TrafficPolicy
+from scion_appliance.gateway.tx_thread import TxThread
 from scion_appliance.scion.addr import IA
 from scion_appliance.scion.sig_frame import FrameDecoder, FrameEncoder
 from scion_appliance.tun import TunDevice
@@ -73,6 +78,7 @@ class TunnelDrop(enum.StrEnum):
     SPOOFED_SOURCE = "spoofed_source"  # inner source address outside the sending remote's prefixes
     TUN_WRITE = "tun_write_failed"  # the kernel refused the packet (device down, queue full)
     BAD_OFFLOAD = "bad_offload"  # an offload read (GSO super-packet) that could not be split validly
+    HANDOFF_FULL = "handoff_full"  # the TX thread's ring for the Python path was full
 
 
 class FrameCarrier(Protocol):
@@ -93,6 +99,7 @@ class _Remote:
     index: int = 0
     deframer: pipeline.Deframer | None = None
     counters: Counter[str] = field(default_factory=Counter)
+    inflight: int = 0  # batches of frames queued for ``_sender`` and not yet sent (the TX thread waits)
 
 
 class IpTunnel:
@@ -112,6 +119,7 @@ class IpTunnel:
         stride: int | None = None,
         queue_batches: int = QUEUE_BATCHES,
         udp_write_segs: int = UDP_WRITE_SEGS,
+        threads: bool = True,
     ) -> None:
         if len(policy.remotes) > 256:
             raise ValueError("at most 256 remotes: the SIG session id is one byte")
@@ -141,11 +149,14 @@ class IpTunnel:
         self._buf = bytearray(self.stride * batch)
         self._lengths = array.array("I", bytes(4 * batch))
         self._by_index = list(self._remotes.values())
-        self._table = pipeline.PrefixTable(
-            (i, str(net)) for i, ia in enumerate(policy.remotes) for net in policy.prefixes(ia)
-        )
+        self._prefixes = [(i, str(net)) for i, ia in enumerate(policy.remotes) for net in policy.prefixes(ia)]
+        self._table = pipeline.PrefixTable(self._prefixes)
         # The batch path needs a gateway that can seal and send a whole batch (``Gateway``).
         self._tx = pipeline.TxBatch(batch, self.stride, frame_size) if hasattr(gateway, "send_frames") else None
+        # With ``threads`` (and a gateway that has a socket and rotation hooks), a C thread reads the TUN
+        # device and sends (``tx_thread``); trio only coordinates it.
+        self.threads = threads
+        self._thread: TxThread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -159,15 +170,25 @@ class IpTunnel:
             async with trio.open_nursery() as nursery:
                 for remote in self._remotes.values():
                     nursery.start_soon(self._sender, remote)
-                nursery.start_soon(self._reader)
+                if self._threaded():
+                    self._thread = TxThread(self, self.gateway, self._prefixes)  # type: ignore[arg-type]
+                    await nursery.start(self._thread.run)
+                else:
+                    nursery.start_soon(self._reader)
                 task_status.started()
         finally:
+            self._thread = None
             if self.gateway.ip_sink == self.deliver:
                 self.gateway.ip_sink = None
             if getattr(self.gateway, "ip_batch_sink", None) == self.deliver_batch:
                 self.gateway.ip_batch_sink = None  # type: ignore[attr-defined]
 
     # -- LAN -> SCION ------------------------------------------------------------------------------------
+
+    def _threaded(self) -> bool:
+        gw = self.gateway
+        return (self.threads and self._tx is not None and getattr(gw, "_sock", None) is not None
+                and hasattr(gw, "on_rotation"))
 
     async def _reader(self) -> None:
         fd = self.tun.fileno()
@@ -209,6 +230,7 @@ class IpTunnel:
             except trio.WouldBlock:
                 self._drop(TunnelDrop.QUEUE_FULL, len(pkts), remote=ia)
                 continue
+            remote.inflight += 1
             remote.counters["packets_queued"] += len(pkts)
             self.counters["packets_queued"] += len(pkts)
         return n
@@ -227,7 +249,7 @@ class IpTunnel:
             return 0
         self.counters["tun_packets_read"] += n
         if tx.classify(self._table) < n:
-            self._slow_packets(tx)
+            self._slow_packets((length, pkt) for _, length, pkt in tx.slow_packets())
         for r in tx.remotes():
             remote = self._by_index[r]
             try:
@@ -246,11 +268,12 @@ class IpTunnel:
             self.counters["frames_sent"] += sent
         return n
 
-    def _slow_packets(self, tx: pipeline.TxBatch) -> None:
-        """Packets the C classifier left: the reference classification names the drop (or, for a packet
-        the encoder refuses, the encoder counts it)."""
+    def _slow_packets(self, packets: Iterable[tuple[int, bytes]]) -> None:
+        """Packets (read length, bytes) the C path left: the reference classification names the drop (or,
+        for a packet the encoder refuses, the encoder counts it); the TX thread also hands up the packets
+        of remotes it has no lane for."""
         per_remote: dict[IA, list[bytes]] = {}
-        for _, length, pkt in tx.slow_packets():
+        for length, pkt in packets:
             if length > self.stride:
                 self._drop(TunnelDrop.OVERSIZED)
                 continue
@@ -263,6 +286,8 @@ class IpTunnel:
             self._queue(self._remotes[ia], pkts)
 
     def _queue(self, remote: _Remote, pkts: list[bytes]) -> None:
+        if self._thread is not None:
+            self._thread.release(remote)  # the encoder frames this stream now
         frames = remote.encoder.encode(pkts)
         if not frames:
             return
@@ -271,6 +296,7 @@ class IpTunnel:
         except trio.WouldBlock:
             self._drop(TunnelDrop.QUEUE_FULL, len(pkts), remote=remote.ia)
             return
+        remote.inflight += 1
         remote.counters["packets_queued"] += len(pkts)
         self.counters["packets_queued"] += len(pkts)
 
@@ -285,6 +311,9 @@ class IpTunnel:
                     break
                 remote.counters["frames_sent"] += 1
                 self.counters["frames_sent"] += 1
+            remote.inflight -= 1
+            if remote.inflight == 0 and self._thread is not None:
+                self._thread.wake()  # the TX thread may take this stream back
 
     # -- SCION -> LAN ------------------------------------------------------------------------------------
 
