@@ -244,11 +244,13 @@ def test_udp_tcp_icmp_between_hosts_behind_two_gateways(hosts: Hosts) -> None:
             results["tcp"] = await trio.to_thread.run_sync(_tcp_transfer, hosts, payload)
             results["tcp_s"] = time.monotonic() - t0
             results["ping"] = await trio.to_thread.run_sync(_ping, hosts, 3)
+            gw_a.harvest_rx()  # a receive thread's counts reach the tunnel's counters when harvested
             before = tunnel_a.counters["tun_packets_written"]
             await trio.to_thread.run_sync(_spoof_from_b, hosts, "203.0.113.9")
             with trio.move_on_after(2):
                 while tunnel_a.counters["drop_spoofed_source"] == 0:
                     await trio.sleep(0.01)
+                    gw_a.harvest_rx()
             results["spoof_written"] = tunnel_a.counters["tun_packets_written"] - before
             nursery.cancel_scope.cancel()
 

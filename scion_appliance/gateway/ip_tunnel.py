@@ -16,7 +16,9 @@ without a session yet) go the per-packet way described above, so behaviour and c
 
 Threaded (``threads=True``, the default, with a ``Gateway``): the outbound batch path runs in a C thread
 without the GIL (``tx_thread``, ``_fast.txworker``); trio keeps its per-remote lanes on the current
-session and path and takes the packets it hands up through the per-packet way above.
+session and path and takes the packets it hands up through the per-packet way above. The inbound
+direction then runs in the gateway's receive thread (``Gateway.attach_rx`` with ``rx_target``: this
+tunnel's TUN device, prefixes and deframers); what it leaves comes to ``deliver`` as before.
 
 Rules kept here:
 - One ``FrameEncoder`` per remote with its own (session id, stream id); the stream id is random per
@@ -47,6 +49,7 @@ import trio
 
 from scion_appliance import log as _log
 from scion_appliance._fast import pipeline
+from scion_appliance.gateway.rx_thread import RxTarget
 from scion_appliance.gateway.service import GatewayError
 from scion_appliance.gateway.traffic_policy import PacketClass, TrafficPolicy
 from scion_appliance.gateway.tx_thread import TxThread
@@ -166,7 +169,12 @@ class IpTunnel:
         self.gateway.ip_sink = self.deliver
         if self._tx is not None:
             self.gateway.ip_batch_sink = self.deliver_batch  # type: ignore[attr-defined]
+        attach_rx = getattr(self.gateway, "attach_rx", None)
+        rx_thread = False
         try:
+            # Threaded, the wire -> TUN direction runs in the gateway's receive thread (``rx_thread``).
+            rx_thread = bool(self.threads and self._tx is not None and attach_rx is not None
+                             and attach_rx(self.rx_target()))
             async with trio.open_nursery() as nursery:
                 for remote in self._remotes.values():
                     nursery.start_soon(self._sender, remote)
@@ -178,6 +186,8 @@ class IpTunnel:
                 task_status.started()
         finally:
             self._thread = None
+            if rx_thread:
+                self.gateway.detach_rx()  # type: ignore[attr-defined]
             if self.gateway.ip_sink == self.deliver:
                 self.gateway.ip_sink = None
             if getattr(self.gateway, "ip_batch_sink", None) == self.deliver_batch:
@@ -365,6 +375,37 @@ class IpTunnel:
             start = i * stride + rx.offsets[i] + 16
             self.deliver(peer_ia, bytes(buf[start: start + lengths[i]]))
 
+    def rx_target(self) -> RxTarget:
+        """What the gateway's receive thread needs to write this tunnel's packets (``Gateway.attach_rx``)."""
+        return RxTarget(
+            tun_fd=self.tun.fileno(),
+            vnet_hdr=self.tun.vnet_hdr,
+            udp_write_segs=self.udp_write_segs,
+            table=self._table,
+            remotes={str(ia): (r.index, r.deframer) for ia, r in self._remotes.items() if r.deframer is not None},
+            decoder_pending=lambda key: self._remotes[IA.parse(key)].decoder.pending() > 0,
+            delivered=self._rx_delivered,
+        )
+
+    def _rx_delivered(self, key: str, counts: dict[str, int]) -> None:
+        """The receive thread's deframing and TUN writes for one remote since its last harvest (as
+        ``deliver_batch`` counts them)."""
+        ia = IA.parse(key)
+        remote = self._remotes.get(ia)
+        if remote is None:
+            return
+        fast, written, spoofed, failed = counts["frames"], counts["written"], counts["spoofed"], counts["tun_failed"]
+        remote.decoder.frames_in += fast
+        remote.decoder.packets_out += written + failed + spoofed
+        self.counters["frames_received"] += fast
+        remote.counters["frames_received"] += fast
+        if spoofed:
+            self._drop(TunnelDrop.SPOOFED_SOURCE, spoofed, remote=ia)
+        if failed:
+            self._drop(TunnelDrop.TUN_WRITE, failed, remote=ia, detail=os.strerror(counts["tun_errno"]))
+        remote.counters["packets_written"] += written
+        self.counters["tun_packets_written"] += written
+
     # -- accounting --------------------------------------------------------------------------------------
 
     def _drop(self, reason: str, count: int = 1, *, remote: IA | None = None, **fields: Any) -> None:
@@ -382,6 +423,9 @@ class IpTunnel:
     def snapshot(self) -> dict[str, Any]:
         """Counters for status and telemetry: totals (framing losses as ``drop_frame_<reason>``) and
         per remote."""
+        harvest = getattr(self.gateway, "harvest_rx", None)
+        if harvest is not None:  # the receive thread's counts, up to date
+            harvest()
         totals: Counter[str] = Counter(self.counters)
         remotes: dict[str, dict[str, int]] = {}
         for ia, r in self._remotes.items():
