@@ -447,7 +447,7 @@ class Appliance:
 
     async def _run_tunnel(self, policy: TrafficPolicy) -> None:
         assert self.gateway is not None and self.backend is not None
-        tunnel = IpTunnel(self.gateway, self._tun_dev, policy)
+        tunnel = IpTunnel(self.gateway, self._tun_dev, policy, threads=self.cfg.datapath.threads)
         with trio.CancelScope() as scope:
             self._tun_scope = scope
             self.tunnel = self.backend.tunnel = tunnel

@@ -275,6 +275,7 @@ class GatewayControl:
         return rows
 
     def status(self) -> dict[str, Any]:
+        self.gateway.harvest_rx()  # the receive thread's counts (transfer, last receive) up to date
         now = time.monotonic()
         peers = [self._peer_doc(p, now) for p in self.peers_cfg]
         paths = {self._peer_ia(p): self._path_set(self._peer_ia(p), now) for p in self.peers_cfg}
