@@ -109,29 +109,29 @@ async def test_gateway_gets_its_routers_deliveries_in_process() -> None:
     assert connect_local_delivery(dps[IA112], b)
     assert not connect_local_delivery(dps[IA112], a)  # another AS's gateway: nothing to deliver to it
     routers = [QuietRouter(dp) for dp in dps.values()]
-    async with trio.open_nursery() as nursery:
+    # The routers stop before the gateways close: nothing is handed to a closed gateway.
+    async with a, b, trio.open_nursery() as nursery:
         for r in routers:
             nursery.start_soon(r.serve)
         await trio.sleep(0.05)  # every socket bound
-        async with a, b:
-            sent = [f"datagram {i}".encode() for i in range(50)]
-            for d in sent:
-                await a.send(IA112, d)
-            got = []
-            with trio.fail_after(5):
-                while len(got) < len(sent):
-                    got.append((await b.receive())[1])
-            assert got == sent
-            # The batch data path too (DATA envelopes, as the IP tunnel sends them).
-            for i in range(20):
-                await a.send(IA112, b"frame %d" % i, msg_type=messages.MessageType.DATA)
-            with trio.fail_after(5):
-                while b.counters["frames_received"] < 20:
-                    await trio.sleep(0.01)
-            # And back: B's answers leave through its socket to the router's internal address.
-            await b.send(IA111, b"reply")
-            with trio.fail_after(2):
-                assert await a.receive() == (IA112, b"reply")
+        sent = [f"datagram {i}".encode() for i in range(50)]
+        for d in sent:
+            await a.send(IA112, d)
+        got = []
+        with trio.fail_after(5):
+            while len(got) < len(sent):
+                got.append((await b.receive())[1])
+        assert got == sent
+        # The batch data path too (DATA envelopes, as the IP tunnel sends them).
+        for i in range(20):
+            await a.send(IA112, b"frame %d" % i, msg_type=messages.MessageType.DATA)
+        with trio.fail_after(5):
+            while b.counters["frames_received"] < 20:
+                await trio.sleep(0.01)
+        # And back: B's answers leave through its socket to the router's internal address.
+        await b.send(IA111, b"reply")
+        with trio.fail_after(2):
+            assert await a.receive() == (IA112, b"reply")
         nursery.cancel_scope.cancel()
     c = dps[IA112].counters
     assert b.counters["handshakes_completed"] == 1 and b.counters["datagrams_received"] == 50
