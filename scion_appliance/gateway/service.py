@@ -2,6 +2,8 @@
 
 Rules kept here:
 - One UDP underlay socket; receive is batched (recvmmsg) and parsed by the C codec in one call per batch.
+  The border router of the same appliance hands its deliveries in already parsed (``receive_parsed``:
+  the same code after the parse, no socket hop, no second parse).
 - Sessions come only from a fresh Noise IK handshake (``tunnel.handshake``); keys live in libsodium
   guarded memory (``_fast.aead.AeadKey``) and are wiped when replaced. Every received data message is
   replay-checked before it is opened and committed to the window only after it authenticates.
