@@ -140,3 +140,25 @@ async def test_gateway_gets_its_routers_deliveries_in_process() -> None:
     assert c["delivered_in_process"] == c["delivered"] >= 50 + 20 + 1
     assert c.get("tx.internal", 0) == 0
     assert not [k for k in b.counters if k.startswith("drop_")], b.counters
+
+
+def test_receive_parsed_counts_what_does_not_fit_and_what_does_not_parse() -> None:
+    # Handed-in slots are copied into the gateway's own layout (2048-byte slots): a longer packet is
+    # dropped and counted, the rest handled as the socket path handles them, records as given.
+    from scion_appliance._fast import codec, routerstep, udpio
+
+    gw = Gateway(
+        ia=IA112, host=ipaddress.ip_address(HB), port=free_port(HB), private_key=generate_private_key(),
+        peers=[], path_source=StaticPathSource({}),
+    )  # fmt: skip
+    stride, n = 4096, 3
+    buf, lens = bytearray(n * stride), memoryview(bytearray(4 * n)).cast("I")
+    addrs, recs = udpio.new_addrs(n), codec.ScionRecords(n)
+    for i, pkt in enumerate([b"\x00" * 7, bytes(3000), b"\x10" + bytes(40)]):
+        buf[i * stride : i * stride + len(pkt)] = pkt
+        lens[i] = len(pkt)
+        routerstep.deliver_record(pkt, recs, i)
+    slots = memoryview(bytearray(12)).cast("I")
+    slots[0], slots[1], slots[2] = 2, 1, 0
+    gw.receive_parsed(buf, stride, lens, addrs, recs, slots, time.monotonic())
+    assert gw.counters == {"drop_oversize": 1, "drop_truncated_common_header": 1, "drop_bad_version": 1}
