@@ -67,7 +67,8 @@ _LINK_CODES = {
 _U16 = struct.Struct(">H")
 
 # A local sink: (buf, stride, lens, source addresses, parse records, slots) of one batch; the slots
-# ('I' items) index the other arrays; the source addresses are ``udpio`` records.
+# ('I' items) index the other arrays; the source addresses are ``udpio`` records. All of it is the
+# router's and reused by the next batch: a sink copies what it keeps before it returns.
 LocalSink = Callable[[bytearray, int, memoryview, bytearray, codec.ScionRecords, memoryview], None]
 
 
