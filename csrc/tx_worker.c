@@ -354,6 +354,10 @@ int txw_start(txw *w)
 {
     if (w->started)
         return -EALREADY;
+    uint64_t junk;
+    ssize_t got = read(w->stop_fd, &junk, sizeof junk); /* a stop before this start is over */
+    (void)got;
+    __atomic_store_n(&w->stopping, 0, __ATOMIC_RELEASE);
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* signals stay with the interpreter's thread */
