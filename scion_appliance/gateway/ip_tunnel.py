@@ -170,11 +170,12 @@ class IpTunnel:
         if self._tx is not None:
             self.gateway.ip_batch_sink = self.deliver_batch  # type: ignore[attr-defined]
         attach_rx = getattr(self.gateway, "attach_rx", None)
+        rx_target = self.rx_target()
         rx_thread = False
         try:
             # Threaded, the wire -> TUN direction runs in the gateway's receive thread (``rx_thread``).
             rx_thread = bool(self.threads and self._tx is not None and attach_rx is not None
-                             and attach_rx(self.rx_target()))
+                             and attach_rx(rx_target))
             async with trio.open_nursery() as nursery:
                 for remote in self._remotes.values():
                     nursery.start_soon(self._sender, remote)
@@ -187,7 +188,7 @@ class IpTunnel:
         finally:
             self._thread = None
             if rx_thread:
-                self.gateway.detach_rx()  # type: ignore[attr-defined]
+                self.gateway.detach_rx(rx_target)  # type: ignore[attr-defined]
             if self.gateway.ip_sink == self.deliver:
                 self.gateway.ip_sink = None
             if getattr(self.gateway, "ip_batch_sink", None) == self.deliver_batch:

@@ -715,10 +715,11 @@ class Gateway:
 
     def attach_rx(self, target: RxTarget) -> bool:
         """The IP tunnel runs threaded: a C thread reads the socket and carries data of confirmed
-        sessions to ``target``'s TUN device (``rx_thread``). False when it cannot (not running, or a
-        thread runs already)."""
-        if self._rx is not None or self._sock is None or self._nursery is None:
+        sessions to ``target``'s TUN device (``rx_thread``). A thread for another target (a tunnel being
+        replaced) stops first. False when the gateway is not running."""
+        if self._sock is None or self._nursery is None:
             return False
+        self.detach_rx()
         if self._rx_drain is None:
             self._rx_drain = _RxBatch()
         while self._gro is not None and self._gro.pending:  # cut datagrams waiting in the Python reader
@@ -730,12 +731,14 @@ class Gateway:
             self._rx_wait.cancel()
         return True
 
-    def detach_rx(self, *, run_pending: bool = True) -> None:
+    def detach_rx(self, target: RxTarget | None = None, *, run_pending: bool = True) -> None:
         """Stops the receive thread (joined; its lanes disarmed, counters taken); the event loop reads the
-        socket again. ``run_pending``: what the thread handed up last still runs."""
-        thread, self._rx = self._rx, None
-        if thread is None:
+        socket again. With ``target``, only the thread attached for it. ``run_pending``: what the thread
+        handed up last still runs."""
+        thread = self._rx
+        if thread is None or (target is not None and thread.target is not target):
             return
+        self._rx = None
         if self._rx_wait is not None:
             self._rx_wait.cancel()
         trio.lowlevel.notify_closing(thread.wake_fd)
