@@ -70,6 +70,18 @@ class RouterStep:
     ) -> int: ...
 
 def deliver_record(packet: Buffer, recs: ScionRecords, i: int = 0) -> None: ...
+def split_local(
+    buf: Buffer,
+    stride: int,
+    recs: ScionRecords,
+    order: Buffer,
+    start: int,
+    end: int,
+    host: bytes,
+    port: int,
+    local_out: Buffer,
+    rest_out: Buffer,
+) -> tuple[int, int]: ...
 def take_slots(
     src_buf: Buffer,
     src_stride: int,

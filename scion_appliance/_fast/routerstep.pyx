@@ -28,11 +28,11 @@ from cpython.buffer cimport (
 )
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from scion_appliance._fast.aes_cmac cimport hm_key, hm_key_init, hm_raw_limit
-from scion_appliance._fast.codec cimport ScionRecords, scion_rec_t
+from scion_appliance._fast.codec cimport SCION_OK, ScionRecords, scion_rec_t
 from scion_appliance._fast.udpio cimport udpio_addr
 
 
@@ -359,6 +359,50 @@ def deliver_record(const unsigned char[::1] packet, ScionRecords recs, Py_ssize_
     rs_deliver_rec(p, <uint32_t>packet.shape[0], &recs.recs[i])
     if recs.count <= i:
         recs.count = i + 1
+
+
+def split_local(buf, Py_ssize_t stride, ScionRecords recs, order, Py_ssize_t start, Py_ssize_t end,
+                const unsigned char[::1] host, int port, local_out, rest_out):
+    """Of the delivered slots ``order[start:end]`` (their records written by ``batch``), the valid UDP
+    datagrams to ``host`` (packed IPv4/IPv6) and UDP port ``port`` go to ``local_out``, all others to
+    ``rest_out``, each in arrival order.  Only the plain case is decided here (a record that parsed,
+    UDP, a non-service host equal to ``host``, destination port equal to ``port``); whatever else
+    the caller decides itself.  Returns (number local, number rest)."""
+    cdef _Views vs
+    cdef Py_ssize_t j, i, nl = 0, nr = 0, hl = host.shape[0]
+    cdef const uint8_t *pbuf
+    cdef const uint32_t *porder
+    cdef uint32_t *plocal
+    cdef uint32_t *prest
+    cdef const scion_rec_t *r
+    cdef const scion_rec_t *precs = recs.recs
+    cdef const uint8_t *phost = &host[0] if hl else NULL
+    if not 0 <= start <= end or stride < 44 or end > recs.capacity or hl not in (4, 16):
+        raise ValueError(f"bad range {start}..{end} of {recs.capacity}, stride {stride}, host {hl} bytes")
+    vs.n = 0
+    try:
+        pbuf = <const uint8_t *>_acquire(&vs, buf, b'B', 1, False, 0, "buf")
+        porder = <const uint32_t *>_acquire(&vs, order, b'I', 4, False, end, "order")
+        plocal = <uint32_t *>_acquire(&vs, local_out, b'I', 4, True, end - start, "local_out")
+        prest = <uint32_t *>_acquire(&vs, rest_out, b'I', 4, True, end - start, "rest_out")
+        for j in range(start, end):
+            if porder[j] >= recs.capacity or (porder[j] + 1) * stride > vs.v[0].len:
+                raise ValueError(f"slot {porder[j]} outside the batch")
+        with nogil:
+            for j in range(start, end):
+                i = porder[j]
+                r = &precs[i]
+                if (r.status == SCION_OK and r.l4_proto == 17 and (r.dst_addr_type & 0xC) == 0
+                        and r.dst_host_len == hl and r.dst_port == port
+                        and memcmp(pbuf + i * stride + r.dst_host_off, phost, <size_t>hl) == 0):
+                    plocal[nl] = <uint32_t>i
+                    nl += 1
+                else:
+                    prest[nr] = <uint32_t>i
+                    nr += 1
+    finally:
+        _release(&vs)
+    return nl, nr
 
 
 def take_slots(src_buf, Py_ssize_t src_stride, src_lens, src_addrs, ScionRecords src_recs, slots,

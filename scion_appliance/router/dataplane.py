@@ -100,6 +100,8 @@ class RxBatch:
         self.dests = udpio.new_addrs(n)  # per-slot destinations (local delivery)
         self.flags = bytearray(n)
         self.recs = codec.ScionRecords(n)  # parse records of delivered packets (with a local sink)
+        self.local_sel = memoryview(array("I", bytes(4 * n)))  # a local sink's slots picked in C
+        self.rest = memoryview(array("I", bytes(4 * n)))  # the other delivered slots
 
     def packet(self, i: int) -> bytes:
         return bytes(self.buf[i * self.stride : i * self.stride + min(self.lens[i], self.stride)])
@@ -540,9 +542,18 @@ class Dataplane:
         buf, stride = b.buf, b.stride
         sinks = self.local_sink
         local: dict[LocalSink, list[int]] = {}
+        todo = b.order[start:end]
+        picked: tuple[LocalSink, memoryview] | None = None
+        if len(sinks) == 1:
+            # The plain datagrams of the one sink are picked out in C (from the step's records); the
+            # loop below decides the rest, the sink's other packets included, as it always does.
+            (((host0, port0), sink0),) = sinks.items()
+            nl, nr = routerstep.split_local(
+                buf, stride, b.recs, b.order, start, end, host0, port0, b.local_sel, b.rest
+            )
+            todo, picked = b.rest[:nr], (sink0, b.local_sel[:nl])
         k = start
-        for j in range(start, end):
-            i = b.order[j]
+        for i in todo:
             base = i * stride
             length = b.lens[i]
             pkt = memoryview(buf)[base : base + length]
@@ -572,10 +583,16 @@ class Dataplane:
         if k > start:
             self.count("delivered", k - start)
             self._emit(SlotSend(0, b, b.sel, start, k - start, b.dests), out)
-        for sink, slots in local.items():
+        calls = [(sink, memoryview(array("I", slots))) for sink, slots in local.items()]
+        if picked is not None and len(picked[1]):
+            sink, fast = picked
+            more = local.get(sink)
+            slots = fast if more is None else memoryview(array("I", sorted([*fast, *more])))  # arrival order
+            calls = [(sink, slots), *[c for c in calls if c[0] is not sink]]
+        for sink, slots in calls:
             self.count("delivered", len(slots))
             self.count("delivered_in_process", len(slots))
-            sink(buf, stride, b.lens, self._internal_src, b.recs, memoryview(array("I", slots)))
+            sink(buf, stride, b.lens, self._internal_src, b.recs, slots)
 
     def _to_router(self, b: RxBatch, link: int, i: int, now: float, out: list[Out]) -> None:
         raw = b.packet(i)
