@@ -21,7 +21,8 @@ Rules kept here:
   (``local_sink``: the gateway of the same appliance) gets its packets in one call per batch, slots
   of the receive buffer with the parse records the step made (``routerstep``: equal to the codec's),
   instead of a sendmmsg on the internal socket; the sender it sees is the internal address, as
-  recvmmsg would show. They count as ``delivered`` and ``delivered_in_process``.
+  recvmmsg would show. They count as ``delivered`` and ``delivered_in_process``. With one sink, its
+  plain UDP datagrams are picked out in C (``routerstep.split_local``): no Python per packet for them.
 - Every received packet is counted once by what became of it: ``forwarded``, ``to_sibling``,
   ``delivered``, ``to_router`` (answered by the router itself), ``slow.<reason>`` (router alerts) or
   ``drop.<reason>``; what the router sends on its own is counted under ``scmp.<type>``.
