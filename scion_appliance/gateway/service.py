@@ -2,6 +2,9 @@
 
 Rules kept here:
 - One UDP underlay socket; receive is batched (recvmmsg) and parsed by the C codec in one call per batch.
+  While an IP tunnel runs threaded (``attach_rx``), a C thread reads the socket instead and carries the
+  data of confirmed sessions to the TUN device itself (``gateway.rx_thread``); this loop then runs the
+  Python path on what the thread hands up. Every Python-side open holds the thread's lock (``_rx_guard``).
   The border router of the same appliance hands its deliveries in already parsed (``receive_parsed``:
   the same code after the parse, no socket hop, no second parse).
 - Sessions come only from a fresh Noise IK handshake (``tunnel.handshake``); keys live in libsodium
