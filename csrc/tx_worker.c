@@ -3,6 +3,7 @@
 #include "tx_worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -75,9 +76,11 @@ txw *txw_new(int tun_fd, int vnet, int sock_fd, const pl_prefix *pfx, size_t npf
     txw *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
-    w->tun_fd = tun_fd;
+    /* Own copies of the descriptors: if Python closes its TUN device or socket while the thread runs,
+     * the numbers cannot be reused under the thread for some other file. */
+    w->tun_fd = fcntl(tun_fd, F_DUPFD_CLOEXEC, 0);
     w->vnet = vnet;
-    w->sock_fd = sock_fd;
+    w->sock_fd = fcntl(sock_fd, F_DUPFD_CLOEXEC, 0);
     w->stop_fd = w->notify_fd = -1;
     w->batch = batch;
     w->stride = stride;
@@ -117,7 +120,8 @@ txw *txw_new(int tun_fd, int vnet, int sock_fd, const pl_prefix *pfx, size_t npf
         memcpy(w->pfx, pfx, npfx * sizeof(pl_prefix));
     w->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (w->stop_fd >= 0 && w->notify_fd >= 0 && pthread_mutex_init(&w->mu, NULL) == 0)
+    if (w->tun_fd >= 0 && w->sock_fd >= 0 && w->stop_fd >= 0 && w->notify_fd >= 0
+        && pthread_mutex_init(&w->mu, NULL) == 0)
         w->mu_ready = 1;
     if (!w->mu_ready) {
         int e = errno;
@@ -392,6 +396,10 @@ void txw_free(txw *w)
         close(w->stop_fd);
     if (w->notify_fd >= 0)
         close(w->notify_fd);
+    if (w->tun_fd >= 0)
+        close(w->tun_fd);
+    if (w->sock_fd >= 0)
+        close(w->sock_fd);
     free(w->pfx);
     free(w->lanes);
     free(w->rc);

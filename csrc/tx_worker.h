@@ -17,6 +17,8 @@
  * - A send that finds the socket buffer full waits at most TXW_SEND_WAIT_NS for room, then drops the rest
  *   of that batch and counts it (TXW_WOULD_BLOCK), as the trio batch path does.
  * - Counters are only written by the thread (relaxed atomics) and read by Python at any time.
+ * - The worker reads and sends on its own duplicates of the TUN and socket descriptors (closed when it
+ *   is freed): Python closing its device or socket never leaves the thread on a reused fd number.
  */
 #ifndef SCION_TX_WORKER_H
 #define SCION_TX_WORKER_H

@@ -285,6 +285,24 @@ def test_stop_joins_promptly_idle_and_under_load_and_the_worker_restarts() -> No
         assert r.worker.counters()["batches"] > 0
 
 
+
+def test_the_worker_keeps_its_own_descriptors() -> None:
+    # Python may close its socket (or TUN device) while the thread runs: the thread goes on with its
+    # duplicates, and the fd numbers Python frees may be reused for other files without harm.
+    with rig() as r:
+        r.arm(AeadKey(KEY))
+        r.worker.start()
+        r.out.close()
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # likely takes the freed fd number
+        with other:
+            for i in range(5):
+                r.lan.send(numbered(i))
+            assert len(r.datagrams(1)) >= 1
+        deadline = time.monotonic() + 3
+        while r.worker.remote_counters(0)["packets"] < 5 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert r.worker.remote_counters(0)["packets"] == 5 and not r.worker.counters().get("drop_send_errno_9")
+
 # -- with the gateway and the tunnel: trio coordinates the thread -----------------------------------------
 
 
