@@ -50,7 +50,8 @@ async def main(args: argparse.Namespace) -> None:
                             routes=[args.remote_net], offload=args.offload,
                             txqueuelen=args.txqueuelen or None) as dev:
         async with gw:
-            tunnel = IpTunnel(gw, dev, policy, frame_size=args.frame_size, udp_write_segs=args.udp_write_segs)
+            tunnel = IpTunnel(gw, dev, policy, frame_size=args.frame_size, udp_write_segs=args.udp_write_segs,
+                              threads=args.threads)
             async with trio.open_nursery() as nursery:
                 await nursery.start(tunnel.run)
                 print("ready", own_net, flush=True)
@@ -76,6 +77,8 @@ if __name__ == "__main__":
                    help="virtio-net header TUN with TSO/USO and GRO-coalesced writes (default on)")
     p.add_argument("--txqueuelen", type=int, default=tun.TXQUEUELEN,
                    help="the TUN device's transmit queue (packets; 0: the kernel's default, 500)")
+    p.add_argument("--threads", action=argparse.BooleanOptionalAction, default=True,
+                   help="the data path in the two C worker threads (default; [datapath] threads)")
     p.add_argument("--udp-write-segs", type=int, default=64,
                    help="UDP datagrams per coalesced TUN write on the receiving side (1: each alone)")
     # 1396: the largest frame whose sealed datagram (+32 envelope, +44 SCION/UDP on an empty path, +28
