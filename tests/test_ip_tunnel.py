@@ -215,10 +215,11 @@ def _spoof_from_b(h: Hosts, src: str) -> None:
 
 
 @pytest.mark.netns
-def test_udp_tcp_icmp_between_hosts_behind_two_gateways(hosts: Hosts) -> None:
+@pytest.mark.parametrize("threads", [True, False], ids=["threads", "in-loop"])
+def test_udp_tcp_icmp_between_hosts_behind_two_gateways(hosts: Hosts, threads: bool) -> None:
     gw_a, gw_b = _gateways()
-    tunnel_a = IpTunnel(gw_a, hosts.tun_a, TrafficPolicy({IA_B: NET_B}))
-    tunnel_b = IpTunnel(gw_b, hosts.tun_b, TrafficPolicy({IA_A: NET_A}))
+    tunnel_a = IpTunnel(gw_a, hosts.tun_a, TrafficPolicy({IA_B: NET_B}), threads=threads)
+    tunnel_b = IpTunnel(gw_b, hosts.tun_b, TrafficPolicy({IA_A: NET_A}), threads=threads)
     results: dict[str, object] = {}
 
     async def scenario() -> None:
