@@ -427,6 +427,8 @@ class IpTunnel:
         harvest = getattr(self.gateway, "harvest_rx", None)
         if harvest is not None:  # the receive thread's counts, up to date
             harvest()
+        if self._thread is not None:  # and the send thread's
+            self._thread.harvest()
         totals: Counter[str] = Counter(self.counters)
         remotes: dict[str, dict[str, int]] = {}
         for ia, r in self._remotes.items():
