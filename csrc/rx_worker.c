@@ -14,6 +14,9 @@
 #include "aead_batch.h"
 #include "tunio.h"
 
+/* rxworker.pyx harvests the lanes into fixed arrays of 64. */
+_Static_assert(RXW_MAX_LANES <= 64, "rxworker.pyx harvests at most 64 lanes");
+
 int64_t rxw_now_ns(void)
 {
     struct timespec ts;

@@ -304,14 +304,18 @@ cdef class RxWorker:
         spoofed, last_rx (time.monotonic seconds, or None), drop_<tunnel reason>; worker: batches,
         datagrams, handed_up, handoff_full, recv_errors, drop_<SCION parse reason>."""
         cdef rxw_counters wc
-        cdef rxw_lane_counters lc
-        cdef uint32_t receiver
-        cdef size_t k
+        cdef rxw_lane_counters lc[64]
+        cdef uint32_t receiver[64]
+        cdef int armed[64]
+        cdef size_t k, nl = min(<size_t>RXW_MAX_LANES, 64)
+        with nogil:  # the thread may hold the lock for a batch: wait without the GIL
+            for k in range(nl):
+                armed[k] = rxw_harvest_lane(self.w, k, &receiver[k], &lc[k])
+            rxw_harvest(self.w, &wc)
         lanes = {}
-        for k in range(<size_t>RXW_MAX_LANES):
-            if rxw_harvest_lane(self.w, k, &receiver, &lc):
-                lanes[receiver] = _lane_dict(&lc)
-        rxw_harvest(self.w, &wc)
+        for k in range(nl):
+            if armed[k]:
+                lanes[receiver[k]] = _lane_dict(&lc[k])
         worker = {
             "batches": wc.batches,
             "datagrams": wc.datagrams,
