@@ -6,6 +6,7 @@ rate, disarm-then-close never crashes under load, stop() joins promptly, a full 
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import select
@@ -507,3 +508,19 @@ def test_a_real_tun_delivers_to_a_socket_in_its_namespace(requires_root_netns: N
     assert got == payloads
     lane = counts["lanes"][RECEIVER]
     assert lane["written"] == len(packets) and lane["tun_failed"] == 0
+
+
+def test_a_dead_socket_ends_the_thread_and_says_so() -> None:
+    """The socket closed under the thread (never done on purpose): the thread ends with EBADF and wakes
+    Python, which falls back to the event loop (``RxThread.service``)."""
+    r = _rig()
+    try:
+        r.sock.close()
+        assert select.select([r.worker.wake_fd], [], [], 2)[0]
+        deadline = time.monotonic() + 2
+        while r.worker.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not r.worker.running
+        assert r.worker.failed_errno == errno.EBADF
+    finally:
+        r.worker.stop()
