@@ -6,6 +6,7 @@ rate, disarm-then-close never crashes under load, stop() joins promptly, a full 
 
 from __future__ import annotations
 
+import array
 import errno
 import ipaddress
 import os
@@ -22,7 +23,7 @@ import pytest
 import trio
 
 from scion_appliance import netns, tun
-from scion_appliance._fast import aead, pipeline, rxworker, udpio
+from scion_appliance._fast import aead, codec, pipeline, rxworker, udpio
 from scion_appliance._fast.replay import ReplayWindow
 from scion_appliance.gateway.ip_tunnel import IpTunnel
 from scion_appliance.gateway.service import MSG_DATAGRAM
@@ -524,3 +525,56 @@ def test_a_dead_socket_ends_the_thread_and_says_so() -> None:
         assert r.worker.failed_errno == errno.EBADF
     finally:
         r.worker.stop()
+
+
+def test_receive_parsed_shares_the_window_with_the_thread() -> None:
+    """A datagram of an armed session handed in already parsed (``Gateway.receive_parsed``, the embedded
+    router's way) is opened in Python under the thread's lock and delivered; the same datagram then
+    arriving on the socket is a replay for the thread."""
+    gw_a, gw_b = _gateways()
+    dev_a, lan_a = _fake_tun()
+    dev_b, lan_b = _fake_tun()
+    tunnel_a = IpTunnel(gw_a, dev_a, TrafficPolicy({IA_B: NET_B}), stride=2048)
+    tunnel_b = IpTunnel(gw_b, dev_b, TrafficPolicy({IA_A: NET_A}), stride=2048)
+    packet = ipv4(120, src="192.0.2.1", dst="198.51.100.1", fill=5)
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with gw_a, gw_b, trio.open_nursery() as nursery:
+            await nursery.start(tunnel_a.run)
+            await nursery.start(tunnel_b.run)
+            with trio.fail_after(5):
+                await gw_a.send(IA_B, b"hello", msg_type=MSG_DATAGRAM)
+                assert await gw_b.receive() == (IA_A, b"hello")
+            assert gw_b._rx is not None and gw_b.session(IA_A).local_index in gw_b._rx.lanes  # type: ignore[union-attr]
+            key = str(IA_B)
+            tun_a = gw_a._tunnel_now(key)
+            assert tun_a is not None
+            frame = FrameEncoder(9, 0x4242, 1472).encode([packet])[0]
+            envelope = tun_a.send.seal(tun_a.session.remote_index, frame, msg_type=DATA)
+            datagram = gw_a._builder(key, gw_a._choose(key)).build(envelope)
+            buf = bytearray(2048)
+            buf[: len(datagram)] = datagram
+            lengths = array.array("I", [len(datagram)])
+            addrs = udpio.new_addrs(1)
+            addrs[:] = udpio.addr_pack(str(gw_a.host), gw_a.port)
+            recs = codec.ScionRecords(1)
+            recs.parse_batch(buf, 2048, lengths, 1)
+            gw_b.receive_parsed(buf, 2048, lengths, addrs, recs, range(1), time.monotonic())
+            got["parsed"] = await trio.to_thread.run_sync(_lan_packets, lan_b, 1)
+            before = gw_b.counters["drop_replayed"]
+            gw_a._sock.sendto(datagram, (str(gw_b.host), gw_b.port))  # type: ignore[union-attr]
+            with trio.fail_after(2):
+                while gw_b.counters["drop_replayed"] == before:
+                    await trio.sleep(0.01)
+                    gw_b.harvest_rx()
+            got["replayed"] = gw_b.counters["drop_replayed"] - before
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(scenario)
+    finally:
+        for s in (lan_a, lan_b, dev_a, dev_b):
+            s.close()
+    assert got["parsed"] == [packet]
+    assert got["replayed"] == 1
