@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scion_appliance import netns, tun
 from scion_appliance._fast import aead, codec, pipeline, rxworker, udpio
@@ -124,15 +126,19 @@ def _rig(*, arm: bool = True, table: pipeline.PrefixTable | None = None, ack_int
     return rig
 
 
+def _close(r: Rig) -> None:
+    r.worker.stop()
+    for s in (r.sock, r.sender, r.tun_in, r.tun_out):
+        s.close()
+
+
 @pytest.fixture
 def rig() -> Iterator[Rig]:
     r = _rig()
     try:
         yield r
     finally:
-        r.worker.stop()
-        for s in (r.sock, r.sender, r.tun_in, r.tun_out):
-            s.close()
+        _close(r)
 
 
 def test_sealed_datagrams_come_out_on_the_tun_byte_exact(rig: Rig) -> None:
@@ -243,7 +249,7 @@ def test_acks_fall_due_at_the_documented_rate() -> None:
         late = [u for u in r.handoff(1) if u[0] == rxworker.ACK]
         assert [a[4] for a in late] == [sent + 1]
     finally:
-        r.worker.stop()
+        _close(r)
 
 
 def test_frames_the_c_deframer_leaves_go_up_until_python_releases_the_stream(rig: Rig) -> None:
@@ -270,7 +276,7 @@ def test_an_expired_lane_hands_its_datagrams_up() -> None:
         r.send(sealed)
         assert [u[6] for u in r.handoff(1)] == sealed
     finally:
-        r.worker.stop()
+        _close(r)
 
 
 def test_disarm_then_close_under_load_never_crashes() -> None:
@@ -317,7 +323,7 @@ def test_disarm_then_close_under_load_never_crashes() -> None:
         stop.set()
         for t in threads:
             t.join()
-        r.worker.stop()
+        _close(r)
 
 
 def test_stop_joins_promptly_and_is_idempotent(rig: Rig) -> None:
@@ -350,7 +356,7 @@ def test_a_full_handoff_ring_is_counted() -> None:
         assert seen["handoff_full"] == n - rxworker.HANDOFF_SLOTS
         assert len(r.worker.take_handoff(limit=10_000)) == rxworker.HANDOFF_SLOTS
     finally:
-        r.worker.stop()
+        _close(r)
 
 
 # -- the gateway with its receive thread (two gateways on loopback, fake TUN devices) ---------------------
@@ -524,7 +530,7 @@ def test_a_dead_socket_ends_the_thread_and_says_so() -> None:
         assert not r.worker.running
         assert r.worker.failed_errno == errno.EBADF
     finally:
-        r.worker.stop()
+        _close(r)
 
 
 def test_receive_parsed_shares_the_window_with_the_thread() -> None:
@@ -578,3 +584,23 @@ def test_receive_parsed_shares_the_window_with_the_thread() -> None:
             s.close()
     assert got["parsed"] == [packet]
     assert got["replayed"] == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.one_of(st.integers(20, 1500).map(lambda n: ("4", n)),
+                             st.integers(0, 1400).map(lambda n: ("6", n))), min_size=1, max_size=80),
+    frame_size=st.sampled_from([100, 600, 1472]),
+)
+def test_any_packet_mix_comes_out_as_it_went_in(sizes: list[tuple[str, int]], frame_size: int) -> None:
+    """Whatever the sizes (packets cut across frames and across receive batches), the TUN gets exactly the
+    packets framed, in order, and nothing goes up to Python but the first ack."""
+    packets = [ipv4(n, fill=i) if v == "4" else ipv6(n, fill=i) for i, (v, n) in enumerate(sizes)]
+    r = _rig()
+    try:
+        r.encoder = FrameEncoder(0, 0x12345, frame_size)
+        r.send(r.seal(r.encoder.encode(packets)))
+        assert r.packets(len(packets)) == packets
+        assert [u[0] for u in r.worker.take_handoff()] == [rxworker.ACK]
+    finally:
+        _close(r)
