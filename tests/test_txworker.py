@@ -307,9 +307,13 @@ def test_the_worker_keeps_its_own_descriptors() -> None:
 
 
 @contextmanager
-def fake_tun() -> Iterator[tuple[tun.TunDevice, socket.socket]]:
-    dev_end, lan = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+def fake_tun(kind: int = socket.SOCK_DGRAM) -> Iterator[tuple[tun.TunDevice, socket.socket]]:
+    """(device, LAN side). The sending side's stand-in is SOCK_DGRAM as the brief of this module says;
+    the receiving side's is SOCK_SEQPACKET, whose queue is bounded by bytes (a DGRAM pair holds only
+    net.unix.max_dgram_qlen packets, often 10, and a busy test machine's reader falls behind that)."""
+    dev_end, lan = socket.socketpair(socket.AF_UNIX, kind)
     dev_end.setblocking(False)
+    dev_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     lan.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     dev = tun.TunDevice(dev_end.detach(), "fake0")
     with dev, lan:
@@ -339,7 +343,7 @@ async def test_lan_to_lan_through_the_thread_in_order_with_acks_and_drops_counte
     pa_, pb_ = free_port(str(HA)), free_port(str(HB))
     a, b = pair([PathInfo("direct", 0, (), b"", (str(HB), pb_))],
                 [PathInfo("direct", 0, (), b"", (str(HA), pa_))], (pa_, pb_))
-    with fake_tun() as (dev_a, lan_a), fake_tun() as (dev_b, lan_b):
+    with fake_tun() as (dev_a, lan_a), fake_tun(socket.SOCK_SEQPACKET) as (dev_b, lan_b):
         ta = IpTunnel(a, dev_a, TrafficPolicy({IA1: NET_B}), stride=2048)
         tb = IpTunnel(b, dev_b, TrafficPolicy({IA1: NET_A}), stride=2048)
         async with a, b, trio.open_nursery() as n:
@@ -391,7 +395,7 @@ async def test_failover_moves_the_lane_within_the_check_interval() -> None:
     addrs = [await r.bind() for r in relays]
     paths = [PathInfo(f"path{i}", i + 1, (), b"", addrs[i]) for i in range(2)]
     a, b = pair(paths, paths, (pa_, pb_))
-    with fake_tun() as (dev_a, lan_a), fake_tun() as (dev_b, lan_b):
+    with fake_tun() as (dev_a, lan_a), fake_tun(socket.SOCK_SEQPACKET) as (dev_b, lan_b):
         ta = IpTunnel(a, dev_a, TrafficPolicy({IA1: NET_B}), stride=2048)
         tb = IpTunnel(b, dev_b, TrafficPolicy({IA1: NET_A}), stride=2048)
         async with trio.open_nursery() as n, a, b:
@@ -451,7 +455,7 @@ async def test_rotation_moves_the_lane_before_old_keys_are_wiped() -> None:
     pa_, pb_ = free_port(str(HA)), free_port(str(HB))
     a, b = pair([PathInfo("direct", 0, (), b"", (str(HB), pb_))],
                 [PathInfo("direct", 0, (), b"", (str(HA), pa_))], (pa_, pb_))
-    with fake_tun() as (dev_a, lan_a), fake_tun() as (dev_b, lan_b):
+    with fake_tun() as (dev_a, lan_a), fake_tun(socket.SOCK_SEQPACKET) as (dev_b, lan_b):
         ta = IpTunnel(a, dev_a, TrafficPolicy({IA1: NET_B}), stride=2048)
         tb = IpTunnel(b, dev_b, TrafficPolicy({IA1: NET_A}), stride=2048)
         async with a, b, trio.open_nursery() as n:
@@ -506,7 +510,7 @@ async def test_real_tun_in_a_namespace_through_the_thread(requires_root_netns: N
         netns.scratch("sa-txw") as ns,
         tun.TunDevice.open("sig0", netns=ns, mtu=1400, addresses=[f"{HOST_A}/24"], routes=NET_B,
                            offload=offload) as dev_a,
-        fake_tun() as (dev_b, lan_b),
+        fake_tun(socket.SOCK_SEQPACKET) as (dev_b, lan_b),
     ):
         ta = IpTunnel(a, dev_a, TrafficPolicy({IA1: NET_B}), stride=2048)
         tb = IpTunnel(b, dev_b, TrafficPolicy({IA1: NET_A}), stride=2048)

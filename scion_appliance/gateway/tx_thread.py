@@ -99,12 +99,18 @@ class TxThread:
         fd = self.worker.wake_fd
         while True:
             await trio.lowlevel.wait_readable(fd)
-            packets = self.worker.take_handoff()
-            if packets:
-                self.tunnel._slow_packets(packets)
+            self.take_handoff()
+
+    def take_handoff(self) -> None:
+        packets = self.worker.take_handoff()
+        if packets:
+            self.tunnel._slow_packets(packets)
 
     async def _lane_loop(self) -> None:
         while True:
+            # Packets handed up before a lane is armed go out first: the Python path takes them now (and
+            # the remote is not armed while they are queued), so the thread's later ones cannot pass them.
+            self.take_handoff()
             for remote in self.tunnel._by_index:
                 self.check(remote)
             self.pull_sends()
