@@ -323,8 +323,13 @@ static void *run(void *arg)
         if (!(w->reader && w->reader->len)) {
             struct pollfd fds[2] = {{w->stop_fd, POLLIN, 0}, {w->tun_fd, POLLIN, 0}};
             int r = poll(fds, tun_ok ? 2 : 1, -1);
-            if (r < 0)
-                continue; /* EINTR (signals are blocked here, but be safe) */
+            if (r < 0) {
+                if (errno != EINTR) { /* out of memory in the kernel: do not spin on it */
+                    struct timespec pause = {0, 1000000};
+                    nanosleep(&pause, NULL);
+                }
+                continue;
+            }
             bump(&w->counters[TXW_WAKEUPS], 1);
             if (fds[0].revents)
                 break;
