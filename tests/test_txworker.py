@@ -441,6 +441,8 @@ async def test_failover_moves_the_lane_within_the_check_interval() -> None:
             n.start_soon(watch)
             await stream(t_cut + 1.5)
             assert moved_at, "the lane never left the cut path"
+            print(f"lane moved {moved_at[0][0] - t_cut:.3f} s after the cut"
+                  + (f", {moved_at[0][0] - chosen_at[0]:.4f} s after the decision" if chosen_at else ""))
             assert moved_at[0][0] - t_cut < 1.0
             if chosen_at:  # the probe loop decided first: the lane followed within the check interval
                 assert moved_at[0][0] - chosen_at[0] < LANE_CHECK + 0.05
