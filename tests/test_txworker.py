@@ -374,11 +374,18 @@ async def test_lan_to_lan_through_the_thread_in_order_with_acks_and_drops_counte
             for p in (rs, ip4(HOST_A, "192.0.2.99", b"x"), b"\x00garbage", ip4(HOST_A, HOST_B, bytes(2100))):
                 lan_a.send(p)
             await wait_for(lambda: ta.counters["drop_oversized"] == 1)
+            # A packet whose length field lies is classified to B by the Python path and refused by its
+            # encoder: counted there, and the thread keeps (takes back at once) the stream.
+            bad = bytearray(numbered(9999))
+            bad[2:4] = (len(bad) + 10).to_bytes(2, "big")
+            lan_a.send(bytes(bad))
+            await wait_for(lambda: ta.snapshot()["totals"].get("drop_frame_packet_length_mismatch") == 1)
+            assert ta._thread is not None and 0 in ta._thread._lanes
             await wait_for(lambda: a.counters["acks_received"] > 0)
             await trio.sleep(3 * LANE_CHECK)
             c = ta.snapshot()["totals"]
             assert (c["drop_multicast"], c["drop_no_route"], c["drop_malformed"]) == (1, 1, 1)
-            assert c["tun_packets_read"] == 404 and c["packets_queued"] == 400
+            assert c["tun_packets_read"] == 405 and c["packets_queued"] == 400
             assert c["tx_worker_batches"] > 0 and c["frames_sent"] > 100
             assert a.counters["acks_unmatched"] == 0  # every ack found its path (SendLog ranges)
             assert a.counters["datagrams_sent"] >= c["frames_sent"]

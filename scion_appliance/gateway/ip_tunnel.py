@@ -297,15 +297,21 @@ class IpTunnel:
             self._queue(self._remotes[ia], pkts)
 
     def _queue(self, remote: _Remote, pkts: list[bytes]) -> None:
-        if self._thread is not None:
-            self._thread.release(remote)  # the encoder frames this stream now
+        # The encoder frames this stream now; when it queues nothing (it refused the packets) the thread
+        # takes the stream back at once, so a LAN host sending bad packets cannot keep it on this path.
+        thread = self._thread
+        released = thread is not None and thread.release(remote)
         frames = remote.encoder.encode(pkts)
         if not frames:
+            if released and thread is not None:
+                thread.check(remote)
             return
         try:
             remote.queue_in.send_nowait(frames)
         except trio.WouldBlock:
             self._drop(TunnelDrop.QUEUE_FULL, len(pkts), remote=remote.ia)
+            if released and thread is not None:
+                thread.check(remote)
             return
         remote.inflight += 1
         remote.counters["packets_queued"] += len(pkts)

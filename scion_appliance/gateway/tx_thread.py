@@ -146,10 +146,13 @@ class TxThread:
             return
         self._arm(remote, tun, path, builder)
 
-    def release(self, remote: _Remote) -> None:
-        """The Python path is about to frame packets of ``remote``: the stream goes back to its encoder."""
-        if remote.index in self._lanes:
-            self._disarm(remote.index)
+    def release(self, remote: _Remote) -> bool:
+        """The Python path is about to frame packets of ``remote``: the stream goes back to its encoder.
+        True if the lane was armed."""
+        if remote.index not in self._lanes:
+            return False
+        self._disarm(remote.index)
+        return True
 
     def _arm(self, remote: _Remote, tun: Any, path: PathInfo, builder: UdpPacketBuilder) -> None:
         self._next_slot = (self._next_slot + 1) & 0xFFFFFFFF
