@@ -179,8 +179,8 @@ class IpTunnel:
             async with trio.open_nursery() as nursery:
                 for remote in self._remotes.values():
                     nursery.start_soon(self._sender, remote)
-                if self._threaded():
-                    self._thread = TxThread(self, self.gateway, self._prefixes)  # type: ignore[arg-type]
+                self._thread = self._new_thread()
+                if self._thread is not None:
                     await nursery.start(self._thread.run)
                 else:
                     nursery.start_soon(self._reader)
@@ -196,10 +196,17 @@ class IpTunnel:
 
     # -- LAN -> SCION ------------------------------------------------------------------------------------
 
-    def _threaded(self) -> bool:
+    def _new_thread(self) -> TxThread | None:
+        """The TX worker thread when threads are on and the gateway offers what it needs, else None."""
         gw = self.gateway
-        return (self.threads and self._tx is not None and getattr(gw, "_sock", None) is not None
-                and hasattr(gw, "on_rotation"))
+        if not (self.threads and self._tx is not None and getattr(gw, "_sock", None) is not None
+                and hasattr(gw, "on_rotation")):
+            return None
+        try:
+            return TxThread(self, gw, self._prefixes)  # type: ignore[arg-type]
+        except OSError as e:  # out of descriptors or memory: the event loop still does the job
+            log.warning("ip_tunnel.tx_thread_unavailable", error=str(e), note="outbound stays in the event loop")
+            return None
 
     async def _reader(self) -> None:
         fd = self.tun.fileno()
