@@ -347,8 +347,8 @@ class Gateway:
             return self.plain_sig.send(key, payload, msg_type)
         tun = await self._tunnel(key)
         path = self._choose(key)
-        counter = tun.send.send_counter
         envelope = tun.send.seal(tun.session.remote_index, payload, msg_type=msg_type)
+        counter = aead.parse_header(envelope)[2]  # the TX thread may seal with this key too: not send_counter
         self._send_on(path, self._builder(key, path).build(envelope))
         now = time.monotonic()
         self._send_log.record(tun.session.local_index, counter, path.id, now)
