@@ -12,6 +12,8 @@
 # TXQLEN: the TUN txqueuelen of both tunnels (default 1000, the appliance's tun.txqueuelen default;
 # 0 = the kernel's 500). WG_TXQLEN: wireguard-go's alone (default: TXQLEN, so both queue alike).
 # UDP_SEGS: UDP datagrams per coalesced TUN write on the receiving appliance (default 64).
+# PROFILE=1: a perf profile of both appliances under 40k packets/s of 1392 B UDP ($OUT/profile-[AB].txt).
+# RSS_SECONDS=60: the appliances' resident size over a full-rate run.
 # APP_ARGS: more arguments for bench/e2e_appliance.py (e.g. "--no-threads").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -124,10 +126,22 @@ run_scion() {
   sleep 0.5
   warmup
   measure scion e2eHostA 203.0.113.1 "$PA" "$PB"
-  if [ -n "${PROFILE:-}" ]; then  # py-spy of the receiving appliance under full-rate 64 B UDP
-    ( ip netns exec e2eHostA iperf3 -c 203.0.113.1 -t 8 -u -b 0 -l 64 >/dev/null 2>&1 & )
-    sleep 1; .venv/bin/py-spy record -p "$PB" -d 5 -r 200 -f raw -o "$OUT/profile-B.txt" >/dev/null 2>&1 || true
-    ( ip netns exec e2eHostA iperf3 -c 203.0.113.1 -t 8 -u -b 0 -l 1392 -p 5201 >/dev/null 2>&1 & ) ; sleep 8
+  if [ -n "${PROFILE:-}" ]; then  # perf profile of both appliances (all threads) under 1392 B UDP at 40k/s
+    ( ip netns exec e2eHostA iperf3 -c 203.0.113.1 -t 8 -u -b 450M -l 1392 >/dev/null 2>&1 & )
+    sleep 1
+    local perfs=()
+    for side in A B; do
+      local pid=$PA; [ "$side" = B ] && pid=$PB
+      perf record -F 999 -g -p "$pid" -o "$OUT/perf-$side.data" -- sleep 5 >/dev/null 2>&1 & perfs+=($!)
+    done
+    wait "${perfs[@]}" || true
+    for side in A B; do
+      { echo "== appliance $side: share of on-CPU samples by shared object, then by symbol"
+        perf report -i "$OUT/perf-$side.data" --no-children --sort dso 2>/dev/null | grep -E '^ +[0-9]' | head -8
+        perf report -i "$OUT/perf-$side.data" --no-children --sort sym 2>/dev/null | grep -E '^ +[0-9]' | head -25
+      } > "$OUT/profile-$side.txt"
+    done
+    sleep 3
   fi
   if [ -n "${RSS_SECONDS:-}" ]; then  # resident size of both appliances over a full-rate run
     ( ip netns exec e2eHostA iperf3 -c 203.0.113.1 -t "$RSS_SECONDS" -u -b 0 -l 1392 >/dev/null 2>&1 & )
