@@ -254,17 +254,27 @@ static void send_remote(txw *w, unsigned r, size_t n)
                            lane->tmpl, lane->hdr_len, &lane->trec, w->out_offsets, w->order);
     if (live == 0)
         return;
+    uint64_t at = now_ns(), live_bytes = 0, sent_bytes = 0;
+    const uint32_t over = lane->hdr_len + AEAD_OVERHEAD;
+    for (size_t j = 0; j < live; j++)
+        live_bytes += w->out_lens[w->order[j]] - over;
+    /* Sealed slots took consecutive counters in slot order, and order[] lists them in slot order. The
+     * record goes up before the send: the ack of a datagram can be back before this thread runs on. */
+    uint64_t first = w->ctrs[w->order[0]];
+    txw_send rec = {r, lane->path_slot, (uint32_t)live, 0, first, live_bytes, at};
+    send_put(w, &rec);
     size_t sent = send_all(w, (size_t)k, live, &lane->dest);
+    for (size_t j = 0; j < sent; j++)
+        sent_bytes += w->out_lens[w->order[j]] - over;
+    if (sent < live) { /* the rest never went: taken back, so the path's count of sent data stays right */
+        txw_send back = {r, lane->path_slot, (uint32_t)(live - sent), 1, first + sent, live_bytes - sent_bytes,
+                         at};
+        send_put(w, &back);
+    }
     if (sent == 0)
         return;
-    uint64_t bytes = 0, at = now_ns();
-    for (size_t j = 0; j < sent; j++)
-        bytes += w->out_lens[w->order[j]] - (lane->hdr_len + AEAD_OVERHEAD);
-    /* Sealed slots took consecutive counters in slot order, and order[] lists them in slot order. */
-    txw_send rec = {r, lane->path_slot, (uint32_t)sent, 0, w->ctrs[w->order[0]], bytes, at};
-    send_put(w, &rec);
     bump(&rc->datagrams, sent);
-    bump(&rc->bytes, bytes);
+    bump(&rc->bytes, sent_bytes);
     __atomic_store_n(&rc->last_tx_ns, at, __ATOMIC_RELAXED);
 }
 

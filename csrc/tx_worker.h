@@ -12,8 +12,8 @@
  * - A remote's SIG frames come from one framer at a time: while its lane is armed the lane's seq is the
  *   stream's next sequence number; disarming hands it back to the Python encoder.
  * - Nothing blocks the thread on Python: what Python must see goes into bounded single-producer /
- *   single-consumer rings (handed-up packets; per batch the counter range and path slot of what was sent,
- *   for the acks' SendLog). A full ring drops and counts (TXW_HANDOFF_FULL, TXW_SENDS_LOST).
+ *   single-consumer rings (handed-up packets; per batch the counter range and path slot of what is sent,
+ *   for the acks' SendLog, published before the send and corrected after it if some could not go). A full ring drops and counts (TXW_HANDOFF_FULL, TXW_SENDS_LOST).
  * - A send that finds the socket buffer full waits at most TXW_SEND_WAIT_NS for room, then drops the rest
  *   of that batch and counts it (TXW_WOULD_BLOCK), as the trio batch path does.
  * - Counters are only written by the thread (relaxed atomics) and read by Python at any time.
@@ -77,9 +77,10 @@ typedef struct {
     uint8_t tmpl[TXW_HEADROOM];
 } txw_lane;
 
-/* One batch's sends for one remote: counters first..first+count-1 went on path_slot. */
+/* One batch's sends for one remote: counters first..first+count-1 go on path_slot (recorded before the
+ * send); a record with `retract` set follows when the last `count` of them could not be sent after all. */
 typedef struct {
-    uint32_t remote, path_slot, count, pad;
+    uint32_t remote, path_slot, count, retract;
     uint64_t first, bytes, at_ns;
 } txw_send;
 

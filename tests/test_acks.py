@@ -107,6 +107,22 @@ def test_send_log_ranges_give_each_counter_its_path_and_running_count() -> None:
     assert log.record_range(1, 30, 0, "p", 2.0) == 8  # an empty range changes nothing
 
 
+def test_send_log_takes_back_what_a_range_could_not_send() -> None:
+    # The TX thread records a batch before sending it; what the socket then refused is taken back, so
+    # the path's running count is what went out (the loss estimate compares it with the far end's).
+    log = SendLog(size=64)
+    log.record_range(1, 100, 10, "p", 1.0)
+    log.record_range(1, 110, 4, "q", 1.0)
+    log.retract_range(1, 107, 3, "p")
+    assert log.sent_on("p") == 7 and log.sent_on("q") == 4
+    sent = log.lookup(1, 106)
+    assert sent is not None and sent.seq == 7
+    assert log.lookup(1, 107) is None and log.lookup(1, 109) is None
+    assert log.record_range(1, 114, 2, "p", 1.1) == 9  # the next batch on p goes on from 7
+    found = log.lookup(1, 115)
+    assert found is not None and found.seq == 9
+
+
 def test_send_log_pulls_waiting_ranges_on_a_miss_and_forgets_old_ranges() -> None:
     log = SendLog(size=16)  # room for 2 ranges
     waiting = [(7, 100, 4, "p", 3.0)]

@@ -135,8 +135,9 @@ def test_datagrams_are_the_python_path_byte_for_byte_and_the_rest_is_handed_up()
         assert FrameDecoder().feed_many(opened) == to_b
         assert r.worker.disarm(0) == ref.seq  # the stream goes back to the Python encoder where it ended
         assert key.send_counter == 1000 + len(frames)
-        [(remote, slot, first, count, nbytes, at)] = r.worker.take_sends()
+        [(remote, slot, first, count, nbytes, at, retract)] = r.worker.take_sends()
         assert (remote, slot, first, count, nbytes) == (0, 9, 1000, len(frames), sum(len(f) for f in frames))
+        assert not retract
         assert 0 < time.monotonic() - at < 5
         handed = r.worker.take_handoff()
         assert handed == [(len(nowhere), nowhere), (8, b"\x00garbage"), (len(to_c), to_c), (2049, long[:2048])]
@@ -190,7 +191,10 @@ def test_the_thread_and_python_never_seal_with_the_same_counter() -> None:
             time.sleep(0.005)
         assert r.worker.counters()["tun_packets_read"] == total
         r.worker.disarm(0)
-        thread_counters = [c for _, _, first, n, _, _ in r.worker.take_sends() for c in range(first, first + n)]
+        records = r.worker.take_sends()
+        taken_back = {c for _, _, first, n, _, _, back in records if back for c in range(first, first + n)}
+        thread_counters = [c for _, _, first, n, _, _, back in records if not back
+                           for c in range(first, first + n) if c not in taken_back]
         assert thread_counters and singles
         everything = thread_counters + singles
         assert len(set(everything)) == len(everything)

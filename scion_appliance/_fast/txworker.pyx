@@ -58,7 +58,7 @@ cdef extern from "tx_worker.h" nogil:
         udpio_addr dest
         uint8_t tmpl[1]
     ctypedef struct txw_send:
-        uint32_t remote, path_slot, count
+        uint32_t remote, path_slot, count, retract
         uint64_t first, bytes, at_ns
     ctypedef struct txw:
         pass
@@ -294,13 +294,15 @@ cdef class TxWorker:
                 for i in range(n)]
 
     def take_sends(self):
-        """Per batch and remote sent since the last call: (remote, path_slot, first counter, count,
-        payload bytes, monotonic time of the send)."""
+        """Per batch and remote, since the last call: (remote, path_slot, first counter, count, payload
+        bytes, monotonic time, retract). A record is made before its datagrams are sent (an ack may come
+        back at once); ``retract`` True follows when its last ``count`` datagrams could not be sent."""
         cdef size_t n
         with nogil:
             n = txw_take_sends(self.w, self._sends, self.send_slots)
         return [(self._sends[i].remote, self._sends[i].path_slot, self._sends[i].first, self._sends[i].count,
-                 self._sends[i].bytes, self._sends[i].at_ns / 1e9) for i in range(n)]
+                 self._sends[i].bytes, self._sends[i].at_ns / 1e9, self._sends[i].retract != 0)
+                for i in range(n)]
 
     # -- counters ----------------------------------------------------------------------------------------
 

@@ -198,12 +198,15 @@ class TxThread:
         """Send records -> SendLog ranges; each (peer, path) that carried data starts its liveness clock."""
         latest: dict[tuple[str, str], float] = {}
         log = self.gw._send_log
-        for _, slot, first, count, _, at in self.worker.take_sends():
+        for _, slot, first, count, _, at, retract in self.worker.take_sends():
             meta = self._slots.get(slot)
             if meta is None:
                 self.tunnel.counters["tx_worker_send_records_unmatched"] += 1
                 continue
             session, path_id, key = meta
+            if retract:  # recorded before the send, and these could not go after all
+                log.retract_range(session, first, count, path_id)
+                continue
             log.record_range(session, first, count, path_id, at)
             latest[(key, path_id)] = at
         for (key, path_id), at in latest.items():

@@ -118,6 +118,16 @@ class SendLog:
         self._ranges.append((session, first_counter, count, path_id, seq + 1, now))
         return seq + count
 
+    def retract_range(self, session: int, first_counter: int, count: int, path_id: str) -> None:
+        """The last ``count`` messages of a range recorded before its send (from ``first_counter`` on)
+        were not sent after all: the path's running count and the range shrink by them."""
+        self._seq[path_id] = max(0, self._seq.get(path_id, 0) - count)
+        for i in range(len(self._ranges) - 1, max(-1, len(self._ranges) - 9), -1):
+            sess, first, n, pid, seq, at = self._ranges[i]
+            if sess == session and pid == path_id and first <= first_counter < first + n:
+                self._ranges[i] = (sess, first, first_counter - first, pid, seq, at)
+                return
+
     def lookup(self, session: int, counter: int) -> Sent | None:
         found = self._find(session, counter)
         if found is None and self.pull is not None:
