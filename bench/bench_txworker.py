@@ -66,7 +66,7 @@ def thread_cpu(tid: int) -> float:
 
 def run_thread(dev: tun.TunDevice, sock: socket.socket, tmpl: bytes, dest: bytes, seconds: float,
                ns: str, size: int) -> tuple[float, float]:
-    w = TxWorker(dev.fileno(), dev.vnet_hdr, sock.fileno(), [(0, REMOTE_NET)], BATCH, STRIDE, FRAME)
+    w = TxWorker(dev.fileno(), dev.vnet_hdr, sock.fileno(), pipeline.PrefixTable([(0, REMOTE_NET)]), BATCH, STRIDE, FRAME)
     w.arm(0, aead.AeadKey(os.urandom(32)), 1, 0, 1, 0, tmpl, dest, 1)
     before = set(os.listdir("/proc/self/task"))
     w.start()
@@ -87,7 +87,7 @@ def run_thread(dev: tun.TunDevice, sock: socket.socket, tmpl: bytes, dest: bytes
 def run_loop(dev: tun.TunDevice, sock: socket.socket, tmpl: bytes, dest: bytes, seconds: float,
              ns: str, size: int) -> tuple[float, float]:
     tx = pipeline.TxBatch(BATCH, STRIDE, FRAME)
-    table = pipeline.PrefixTable([(0, REMOTE_NET)])
+    table = pipeline.pipeline.PrefixTable([(0, REMOTE_NET)])
     header = pipeline.HeaderTemplate(tmpl)
     key = aead.AeadKey(os.urandom(32))
     poller = select.poll()

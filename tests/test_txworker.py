@@ -25,6 +25,7 @@ import trio
 from scion_appliance import netns, tun
 from scion_appliance._fast import udpio
 from scion_appliance._fast.aead import AeadKey, KeyClosedError, parse_header
+from scion_appliance._fast.pipeline import PrefixTable
 from scion_appliance._fast.txworker import TxWorker
 from scion_appliance.gateway.ip_tunnel import IpTunnel
 from scion_appliance.gateway.traffic_policy import TrafficPolicy
@@ -101,7 +102,7 @@ def rig(frame_size: int = 1472, batch: int = 64) -> Iterator[Rig]:
     builder = UdpPacketBuilder(IA.parse("1-ff00:0:110"), ipaddress.ip_address("127.0.0.1"),
                                out.getsockname()[1], IA.parse("1-ff00:0:111"), ipaddress.ip_address("127.0.0.1"),
                                peer.getsockname()[1])
-    worker = TxWorker(dev.fileno(), False, out.fileno(), [(0, NET_B[0]), (1, "203.0.113.0/24")],
+    worker = TxWorker(dev.fileno(), False, out.fileno(), PrefixTable([(0, NET_B[0]), (1, "203.0.113.0/24")]),
                       batch=batch, stride=2048, frame_size=frame_size)
     try:
         yield Rig(lan, out, peer, builder, worker, udpio.addr_pack("127.0.0.1", peer.getsockname()[1]))
@@ -153,7 +154,7 @@ def test_a_full_handoff_ring_drops_and_counts() -> None:
     dev.setblocking(False)
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with dev, lan, out:
-        w = TxWorker(dev.fileno(), False, out.fileno(), [], batch=8, handoff_slots=4)
+        w = TxWorker(dev.fileno(), False, out.fileno(), PrefixTable([]), batch=8, handoff_slots=4)
         for i in range(10):
             lan.send(numbered(i))
         w.start()

@@ -1,8 +1,7 @@
-from collections.abc import Iterable
-
 from typing_extensions import Buffer
 
 from scion_appliance._fast.aead import AeadKey
+from scion_appliance._fast.pipeline import PrefixTable
 
 REMOTES: int
 HEADROOM: int
@@ -19,7 +18,7 @@ class TxWorker:
         tun_fd: int,
         vnet_hdr: bool,
         sock_fd: int,
-        prefixes: Iterable[tuple[int, str]],
+        prefixes: PrefixTable,
         batch: int = 64,
         stride: int = 2048,
         frame_size: int = 1472,

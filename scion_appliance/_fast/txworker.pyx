@@ -12,7 +12,6 @@ Rules kept here:
 - Only one consumer at a time takes from the rings (the trio thread).
 """
 
-import ipaddress
 import os
 
 cimport cython
@@ -24,17 +23,8 @@ from posix.unistd cimport read
 
 from scion_appliance._fast.aead cimport AeadKey
 from scion_appliance._fast.codec cimport SCION_OK, scion_parse, scion_rec_t
+from scion_appliance._fast.pipeline cimport PrefixTable, pl_prefix
 from scion_appliance._fast.udpio cimport udpio_addr
-
-
-cdef extern from "pipeline.h" nogil:
-    int PL_SLOW
-    ctypedef struct pl_prefix:
-        uint8_t v6
-        uint8_t plen
-        uint8_t remote
-        uint8_t pad
-        uint8_t net[16]
 
 
 cdef extern from "tx_worker.h" nogil:
@@ -115,32 +105,16 @@ cdef class TxWorker:
     cdef readonly Py_ssize_t batch, stride, handoff_slots, send_slots
     cdef readonly uint32_t frame_size
 
-    def __cinit__(self, int tun_fd, bint vnet_hdr, int sock_fd, prefixes, Py_ssize_t batch=64,
-                  Py_ssize_t stride=2048, uint32_t frame_size=1472, uint8_t msg_type=4,
+    def __cinit__(self, int tun_fd, bint vnet_hdr, int sock_fd, PrefixTable prefixes not None,
+                  Py_ssize_t batch=64, Py_ssize_t stride=2048, uint32_t frame_size=1472, uint8_t msg_type=4,
                   Py_ssize_t handoff_slots=1024, Py_ssize_t send_slots=4096):
-        entries = [(r, ipaddress.ip_network(net)) for r, net in prefixes]
         if not 0 < batch <= 1024 or not 64 <= stride <= 65600 or frame_size < 56:
             raise ValueError("batch 1..1024, stride 64..65600, frame size at least 56")
         if not 0 < handoff_slots <= 65536 or not 0 < send_slots <= 1 << 20:
             raise ValueError("handoff_slots 1..65536, send_slots 1..2^20")
-        cdef pl_prefix *pfx = <pl_prefix *>PyMem_Calloc(max(1, len(entries)), sizeof(pl_prefix))
-        if pfx == NULL:
-            raise MemoryError()
-        cdef Py_ssize_t k = 0
-        try:
-            for remote, net in entries:
-                if not 0 <= remote < TXW_REMOTES:
-                    raise ValueError(f"remote index {remote} out of range 0..{TXW_REMOTES - 1}")
-                raw = net.network_address.packed
-                pfx[k].v6 = net.version == 6
-                pfx[k].plen = net.prefixlen
-                pfx[k].remote = remote
-                memcpy(pfx[k].net, <const char *>raw, len(raw))
-                k += 1
-            self.w = txw_new(tun_fd, vnet_hdr, sock_fd, pfx, k, batch, stride, frame_size, msg_type,
-                             handoff_slots, send_slots)
-        finally:
-            PyMem_Free(pfx)
+        # The worker keeps its own copy of the table (a reload gives the tunnel a new one).
+        self.w = txw_new(tun_fd, vnet_hdr, sock_fd, prefixes.p, prefixes.count, batch, stride, frame_size,
+                         msg_type, handoff_slots, send_slots)
         if self.w == NULL:
             raise OSError(errno, f"cannot create the TX worker: {os.strerror(errno)}")
         self._hbuf = <uint8_t *>PyMem_Calloc(handoff_slots, stride)

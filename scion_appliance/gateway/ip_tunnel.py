@@ -152,8 +152,9 @@ class IpTunnel:
         self._buf = bytearray(self.stride * batch)
         self._lengths = array.array("I", bytes(4 * batch))
         self._by_index = list(self._remotes.values())
-        self._prefixes = [(i, str(net)) for i, ia in enumerate(policy.remotes) for net in policy.prefixes(ia)]
-        self._table = pipeline.PrefixTable(self._prefixes)
+        self._table = pipeline.PrefixTable(
+            (i, str(net)) for i, ia in enumerate(policy.remotes) for net in policy.prefixes(ia)
+        )
         # The batch path needs a gateway that can seal and send a whole batch (``Gateway``).
         self._tx = pipeline.TxBatch(batch, self.stride, frame_size) if hasattr(gateway, "send_frames") else None
         # With ``threads`` (and a gateway that has a socket and rotation hooks), a C thread reads the TUN
@@ -203,7 +204,7 @@ class IpTunnel:
                 and hasattr(gw, "on_rotation")):
             return None
         try:
-            return TxThread(self, gw, self._prefixes)  # type: ignore[arg-type]
+            return TxThread(self, gw, self._table)  # type: ignore[arg-type]
         except OSError as e:  # out of descriptors or memory: the event loop still does the job
             log.warning("ip_tunnel.tx_thread_unavailable", error=str(e), note="outbound stays in the event loop")
             return None

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from scion_appliance._fast import aead, udpio
+from scion_appliance._fast.pipeline import PrefixTable
 from scion_appliance._fast.txworker import TxWorker
 from scion_appliance.gateway.service import GatewayError
 from scion_appliance.tunnel import messages
@@ -56,7 +57,7 @@ class _Lane:
 class TxThread:
     """Runs ``tunnel``'s outbound direction in a ``TxWorker`` thread over ``gateway``'s socket."""
 
-    def __init__(self, tunnel: IpTunnel, gateway: Gateway, prefixes: list[tuple[int, str]]) -> None:
+    def __init__(self, tunnel: IpTunnel, gateway: Gateway, prefixes: PrefixTable) -> None:
         sock = gateway._sock
         if sock is None:
             raise GatewayError("the gateway's socket is not open: enter the gateway before the tunnel")
