@@ -15,8 +15,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -27,6 +27,7 @@ from scion_appliance._fast import udpio
 from scion_appliance._fast.aead import AeadKey, KeyClosedError, parse_header
 from scion_appliance._fast.pipeline import PrefixTable
 from scion_appliance._fast.txworker import TxWorker
+from scion_appliance.gateway import Gateway
 from scion_appliance.gateway.ip_tunnel import IpTunnel
 from scion_appliance.gateway.traffic_policy import TrafficPolicy
 from scion_appliance.gateway.tx_thread import LANE_CHECK
@@ -325,6 +326,31 @@ def fake_tun(kind: int = socket.SOCK_DGRAM) -> Iterator[tuple[tun.TunDevice, soc
         yield dev, lan
 
 
+def direct_pair() -> tuple[Gateway, Gateway]:
+    """Two gateways on loopback whose one path to each other is the direct one."""
+    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
+    return pair([PathInfo("direct", 0, (), b"", (str(HB), pb_))],
+                [PathInfo("direct", 0, (), b"", (str(HA), pa_))], (pa_, pb_))
+
+
+@asynccontextmanager
+async def lan_to_lan() -> AsyncIterator[tuple[Gateway, IpTunnel, IpTunnel, socket.socket, socket.socket,
+                                               trio.Nursery]]:
+    """``direct_pair`` with an IP tunnel on each side, running: (A, A's tunnel, B's tunnel, A's LAN
+    socket, B's LAN socket, the nursery). B's stand-in TUN is a SEQPACKET pair (a DGRAM pair queues only
+    max_dgram_qlen packets, too few for a busy reader)."""
+    a, b = direct_pair()
+    with fake_tun() as (dev_a, lan_a), fake_tun(socket.SOCK_SEQPACKET) as (dev_b, lan_b):
+        ta = IpTunnel(a, dev_a, TrafficPolicy({IA1: NET_B}), stride=2048)
+        tb = IpTunnel(b, dev_b, TrafficPolicy({IA1: NET_A}), stride=2048)
+        async with a, b, trio.open_nursery() as n:
+            await n.start(ta.run)
+            await n.start(tb.run)
+            yield a, ta, tb, lan_a, lan_b, n
+            n.cancel_scope.cancel()
+
+
+
 def lan_receive(lan: socket.socket, count: int, timeout: float = 5.0) -> list[bytes]:
     got: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -345,60 +371,52 @@ async def wait_for(cond: object, timeout: float = 5.0) -> None:
 
 
 async def test_lan_to_lan_through_the_thread_in_order_with_acks_and_drops_counted() -> None:
-    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
-    a, b = pair([PathInfo("direct", 0, (), b"", (str(HB), pb_))],
-                [PathInfo("direct", 0, (), b"", (str(HA), pa_))], (pa_, pb_))
-    with fake_tun() as (dev_a, lan_a), fake_tun(socket.SOCK_SEQPACKET) as (dev_b, lan_b):
-        ta = IpTunnel(a, dev_a, TrafficPolicy({IA1: NET_B}), stride=2048)
-        tb = IpTunnel(b, dev_b, TrafficPolicy({IA1: NET_A}), stride=2048)
-        async with a, b, trio.open_nursery() as n:
-            await n.start(ta.run)
-            await n.start(tb.run)
-            assert ta._thread is not None
-            pkts = [numbered(i, 60 + (i * 37) % 1300) for i in range(400)]
-            # No session yet: the first packets go up to the Python path, which waits for the handshake;
-            # the lane is armed only once they are out, so nothing overtakes them.
-            got: list[bytes] = []
+    async with lan_to_lan() as (a, ta, tb, lan_a, lan_b, n):
+        assert ta._thread is not None
+        pkts = [numbered(i, 60 + (i * 37) % 1300) for i in range(400)]
+        # No session yet: the first packets go up to the Python path, which waits for the handshake;
+        # the lane is armed only once they are out, so nothing overtakes them.
+        got: list[bytes] = []
 
-            async def receive() -> None:  # B's LAN side reads as the packets come (a short socket queue)
-                got.extend(await trio.to_thread.run_sync(lan_receive, lan_b, len(pkts)))
+        async def receive() -> None:  # B's LAN side reads as the packets come (a short socket queue)
+            got.extend(await trio.to_thread.run_sync(lan_receive, lan_b, len(pkts)))
 
-            n.start_soon(receive)
-            for p in pkts[:5]:
+        n.start_soon(receive)
+        for p in pkts[:5]:
+            lan_a.send(p)
+        await wait_for(lambda: ta._thread is not None and 0 in ta._thread._lanes)
+        for k in range(5, len(pkts), 25):
+            for p in pkts[k:k + 25]:
                 lan_a.send(p)
-            await wait_for(lambda: ta._thread is not None and 0 in ta._thread._lanes)
-            for k in range(5, len(pkts), 25):
-                for p in pkts[k:k + 25]:
-                    lan_a.send(p)
-                await trio.sleep(0.002)
-            await wait_for(lambda: len(got) == len(pkts) or tb.counters["drop_tun_write_failed"] > 0)
-            assert got == pkts, repr((len(got), ta.snapshot(), tb.snapshot()))
-            # What the classifier leaves goes the Python way and is counted there as before.
-            rs = struct.pack("!IHBB16s16s", 6 << 28, 8, 58, 255, ipaddress.IPv6Address("fe80::1").packed,
-                             ipaddress.IPv6Address("ff02::2").packed) + bytes(8)
-            for p in (rs, ip4(HOST_A, "192.0.2.99", b"x"), b"\x00garbage", ip4(HOST_A, HOST_B, bytes(2100))):
-                lan_a.send(p)
-            await wait_for(lambda: ta.counters["drop_oversized"] == 1)
-            # A packet whose length field lies is classified to B by the Python path and refused by its
-            # encoder: counted there, and the thread keeps (takes back at once) the stream.
-            bad = bytearray(numbered(9999))
-            bad[2:4] = (len(bad) + 10).to_bytes(2, "big")
-            lan_a.send(bytes(bad))
-            await wait_for(lambda: ta.snapshot()["totals"].get("drop_frame_packet_length_mismatch") == 1)
-            assert ta._thread is not None and 0 in ta._thread._lanes
-            await wait_for(lambda: a.counters["acks_received"] > 0)
-            await trio.sleep(3 * LANE_CHECK)
-            c = ta.snapshot()["totals"]
-            assert (c["drop_multicast"], c["drop_no_route"], c["drop_malformed"]) == (1, 1, 1)
-            assert c["tun_packets_read"] == 405 and c["packets_queued"] == 400
-            assert c["tx_worker_batches"] > 0 and c["frames_sent"] > 100
-            assert a.counters["acks_unmatched"] == 0  # every ack found its path (SendLog ranges)
-            assert a.counters["datagrams_sent"] >= c["frames_sent"]
-            t = a.transfer[str(IA1)]
-            assert t["tx_packets"] >= c["frames_sent"] and t["tx_bytes"] > sum(map(len, pkts))
-            assert time.monotonic() - a.last_tx[str(IA1)] < 2
-            n.cancel_scope.cancel()
-        assert ta._thread is None
+            await trio.sleep(0.002)
+        await wait_for(lambda: len(got) == len(pkts) or tb.counters["drop_tun_write_failed"] > 0)
+        assert got == pkts, repr((len(got), ta.snapshot(), tb.snapshot()))
+        # What the classifier leaves goes the Python way and is counted there as before.
+        rs = struct.pack("!IHBB16s16s", 6 << 28, 8, 58, 255, ipaddress.IPv6Address("fe80::1").packed,
+                         ipaddress.IPv6Address("ff02::2").packed) + bytes(8)
+        for p in (rs, ip4(HOST_A, "192.0.2.99", b"x"), b"\x00garbage", ip4(HOST_A, HOST_B, bytes(2100))):
+            lan_a.send(p)
+        await wait_for(lambda: ta.counters["drop_oversized"] == 1)
+        # A packet whose length field lies is classified to B by the Python path and refused by its
+        # encoder: counted there, and the thread keeps (takes back at once) the stream.
+        bad = bytearray(numbered(9999))
+        bad[2:4] = (len(bad) + 10).to_bytes(2, "big")
+        lan_a.send(bytes(bad))
+        await wait_for(lambda: ta.snapshot()["totals"].get("drop_frame_packet_length_mismatch") == 1)
+        assert ta._thread is not None and 0 in ta._thread._lanes
+        await wait_for(lambda: a.counters["acks_received"] > 0)
+        await trio.sleep(3 * LANE_CHECK)
+        c = ta.snapshot()["totals"]
+        assert (c["drop_multicast"], c["drop_no_route"], c["drop_malformed"]) == (1, 1, 1)
+        assert c["tun_packets_read"] == 405 and c["packets_queued"] == 400
+        assert c["tx_worker_batches"] > 0 and c["frames_sent"] > 100
+        assert a.counters["acks_unmatched"] == 0  # every ack found its path (SendLog ranges)
+        assert a.counters["datagrams_sent"] >= c["frames_sent"]
+        t = a.transfer[str(IA1)]
+        assert t["tx_packets"] >= c["frames_sent"] and t["tx_bytes"] > sum(map(len, pkts))
+        assert time.monotonic() - a.last_tx[str(IA1)] < 2
+        n.cancel_scope.cancel()
+    assert ta._thread is None  # the tunnel stopped its thread when it ended
 
 
 async def test_failover_moves_the_lane_within_the_check_interval() -> None:
@@ -466,45 +484,37 @@ async def test_failover_moves_the_lane_within_the_check_interval() -> None:
 
 
 async def test_rotation_moves_the_lane_before_old_keys_are_wiped() -> None:
-    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
-    a, b = pair([PathInfo("direct", 0, (), b"", (str(HB), pb_))],
-                [PathInfo("direct", 0, (), b"", (str(HA), pa_))], (pa_, pb_))
-    with fake_tun() as (dev_a, lan_a), fake_tun(socket.SOCK_SEQPACKET) as (dev_b, lan_b):
-        ta = IpTunnel(a, dev_a, TrafficPolicy({IA1: NET_B}), stride=2048)
-        tb = IpTunnel(b, dev_b, TrafficPolicy({IA1: NET_A}), stride=2048)
-        async with a, b, trio.open_nursery() as n:
-            await n.start(ta.run)
-            await n.start(tb.run)
-            thread = ta._thread
-            assert thread is not None
-            sent = 0
-            keys = []
-            got: list[bytes] = []
+    async with lan_to_lan() as (a, ta, tb, lan_a, lan_b, n):
+        thread = ta._thread
+        assert thread is not None
+        sent = 0
+        keys = []
+        got: list[bytes] = []
 
-            async def receive() -> None:  # B's LAN side reads as the packets come (a short socket queue)
-                got.extend(await trio.to_thread.run_sync(lan_receive, lan_b, 300, 8.0))
+        async def receive() -> None:  # B's LAN side reads as the packets come (a short socket queue)
+            got.extend(await trio.to_thread.run_sync(lan_receive, lan_b, 300, 8.0))
 
-            n.start_soon(receive)
-            for _ in range(3):
-                for _ in range(100):
-                    lan_a.send(numbered(sent, 300))
-                    sent += 1
-                    if sent % 20 == 0:
-                        await trio.sleep(0.001)
-                await wait_for(lambda: 0 in thread._lanes)
-                keys.append(thread._lanes[0].tun.send)
-                done = a.counters["handshakes_completed"]
-                assert a.ensure_session(IA1, rekey=True)
-                await wait_for(lambda d=done: a.counters["handshakes_completed"] > d)
-            await wait_for(lambda: 0 in thread._lanes and thread._lanes[0].tun.send is not keys[-1])
-            # Three sessions later the first one has been dropped and its keys wiped; the lane never
-            # held a wiped key.
-            assert keys[0].closed
-            lane_key = thread.worker.armed(0)
-            assert lane_key is not None and not lane_key.closed
-            await wait_for(lambda: len(got) == sent or tb.counters["drop_tun_write_failed"] > 0, 8.0)
-            assert got == [numbered(i, 300) for i in range(sent)], repr((len(got), tb.snapshot()))
-            n.cancel_scope.cancel()
+        n.start_soon(receive)
+        for _ in range(3):
+            for _ in range(100):
+                lan_a.send(numbered(sent, 300))
+                sent += 1
+                if sent % 20 == 0:
+                    await trio.sleep(0.001)
+            await wait_for(lambda: 0 in thread._lanes)
+            keys.append(thread._lanes[0].tun.send)
+            done = a.counters["handshakes_completed"]
+            assert a.ensure_session(IA1, rekey=True)
+            await wait_for(lambda d=done: a.counters["handshakes_completed"] > d)
+        await wait_for(lambda: 0 in thread._lanes and thread._lanes[0].tun.send is not keys[-1])
+        # Three sessions later the first one has been dropped and its keys wiped; the lane never
+        # held a wiped key.
+        assert keys[0].closed
+        lane_key = thread.worker.armed(0)
+        assert lane_key is not None and not lane_key.closed
+        await wait_for(lambda: len(got) == sent or tb.counters["drop_tun_write_failed"] > 0, 8.0)
+        assert got == [numbered(i, 300) for i in range(sent)], repr((len(got), tb.snapshot()))
+        n.cancel_scope.cancel()
 
 
 # -- a real TUN device (root) ----------------------------------------------------------------------------
@@ -516,9 +526,7 @@ async def test_real_tun_in_a_namespace_through_the_thread(requires_root_netns: N
     why = tun.unavailable_reason()
     if why is not None:
         pytest.skip(f"tun: {why}")
-    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
-    a, b = pair([PathInfo("direct", 0, (), b"", (str(HB), pb_))],
-                [PathInfo("direct", 0, (), b"", (str(HA), pa_))], (pa_, pb_))
+    a, b = direct_pair()
     sizes = [8, 500, 1372, 100, 3000]  # 3000: IP fragments on the 1400-byte TUN
     with (
         netns.scratch("sa-txw") as ns,
