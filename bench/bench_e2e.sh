@@ -132,13 +132,13 @@ run_scion() {
     local perfs=()
     for side in A B; do
       local pid=$PA; [ "$side" = B ] && pid=$PB
-      perf record -F 999 -g -p "$pid" -o "$OUT/perf-$side.data" -- sleep 5 >/dev/null 2>&1 & perfs+=($!)
+      perf record -F 999 -p "$pid" -o "$OUT/perf-$side.data" -- sleep 5 >/dev/null 2>&1 & perfs+=($!)
     done
     wait "${perfs[@]}" || true
     for side in A B; do
       { echo "== appliance $side: share of on-CPU samples by shared object, then by symbol"
-        perf report -i "$OUT/perf-$side.data" --no-children --sort dso 2>/dev/null | grep -E '^ +[0-9]' | head -8
-        perf report -i "$OUT/perf-$side.data" --no-children --sort sym 2>/dev/null | grep -E '^ +[0-9]' | head -25
+        perf report -i "$OUT/perf-$side.data" --sort dso 2>/dev/null | grep -E '^ +[0-9]' | head -8 || true
+        perf report -i "$OUT/perf-$side.data" --sort sym 2>/dev/null | grep -E '^ +[0-9]' | head -25 || true
       } > "$OUT/profile-$side.txt"
     done
     sleep 3
