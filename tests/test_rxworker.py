@@ -37,23 +37,12 @@ from scion_appliance.scion.path import EmptyPath
 from scion_appliance.scion.sig_frame import FrameEncoder
 from scion_appliance.tunnel import messages
 from tests.test_ip_tunnel import IA_A, IA_B, NET_A, NET_B, _gateways
+from tests.test_pipeline import ipv4, ipv6
 
 RECEIVER = 0x01020304
 PEER_NET = "192.0.2.0/24"
 PEER_NET6 = "2001:db8:a::/64"
 DATA = int(messages.MessageType.DATA)
-
-
-def ipv4(total_len: int, src: str = "192.0.2.1", dst: str = "198.51.100.1", fill: int = 0) -> bytes:
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total_len, 0, 0, 64, 17, 0,
-                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
-    return hdr + bytes([fill & 0xFF]) * (total_len - 20)
-
-
-def ipv6(payload_len: int, src: str = "2001:db8:a::1", dst: str = "2001:db8:b::1", fill: int = 0) -> bytes:
-    hdr = struct.pack("!IHBB16s16s", 0x60000000, payload_len, 17, 64,
-                      ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed)
-    return hdr + bytes([fill & 0xFF]) * payload_len
 
 
 @dataclass
