@@ -20,6 +20,8 @@ import os
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport uint32_t
 
+from scion_appliance._fast.udpio cimport checked_order
+
 # tunio_read and tunio_write come from tunio.pxd beside this file.
 
 
@@ -61,15 +63,7 @@ cdef int _write(int fd, const unsigned char[::1] buf, Py_ssize_t stride, const u
         nslots = min(nslots, offsets.shape[0])
         if offsets.shape[0] > 0:
             op = <const uint32_t *>&offsets[0]
-    if count < 0 or start < 0:
-        raise ValueError("count and start must be >= 0")
-    if order is not None:
-        if start + count > order.shape[0]:
-            raise ValueError(f"start+count={start + count} exceeds the {order.shape[0]} entries of order")
-        if order.shape[0] > 0:
-            ordp = <const uint32_t *>&order[0]
-    elif start + count > nslots:
-        raise ValueError(f"start+count={start + count} exceeds the batch's {nslots} usable slots")
+    ordp = checked_order(order, start, count, nslots)
     if count == 0:
         return 0
     count = min(count, 1 << 30)

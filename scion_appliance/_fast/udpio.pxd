@@ -34,3 +34,20 @@ cdef extern from "udpio.h" nogil:
 
 cdef class GroReader:
     cdef udpio_gro_reader *r
+
+
+cdef inline const uint32_t *checked_order(const unsigned int[::1] order, Py_ssize_t start, Py_ssize_t count,
+                                          Py_ssize_t nslots) except? NULL:
+    """The send list of a batch write: ``order[start:start+count]`` when ``order`` is given (returns its
+    first entry), else slots ``start..start+count`` (returns NULL). Raises ValueError when the range does
+    not fit what it indexes. Shared by udpio's and tunio's batch writes."""
+    if count < 0 or start < 0:
+        raise ValueError("count and start must be >= 0")
+    if order is not None:
+        if start + count > order.shape[0]:
+            raise ValueError(f"start+count={start + count} exceeds the {order.shape[0]} entries of order")
+        if order.shape[0] > 0:
+            return <const uint32_t *>&order[0]
+    elif start + count > nslots:
+        raise ValueError(f"start+count={start + count} exceeds the batch's {nslots} usable slots")
+    return NULL

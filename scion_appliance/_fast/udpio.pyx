@@ -154,15 +154,7 @@ cdef int _send(int fd, const unsigned char[::1] buf, Py_ssize_t stride, const un
             nslots = min(nslots, dests.shape[0] // ADDR_SIZE)
         if dests.shape[0] > 0:
             dp = <const udpio_addr *>&dests[0]
-    if count < 0 or start < 0:
-        raise ValueError("count and start must be >= 0")
-    if order is not None:
-        if start + count > order.shape[0]:
-            raise ValueError(f"start+count={start + count} exceeds the {order.shape[0]} entries of order")
-        if order.shape[0] > 0:
-            ordp = <const uint32_t *>&order[0]
-    elif start + count > nslots:
-        raise ValueError(f"start+count={start + count} exceeds the batch's {nslots} usable slots")
+    ordp = checked_order(order, start, count, nslots)
     if count == 0:
         return 0
     count = min(count, 1 << 30)
@@ -268,8 +260,7 @@ def send_batch_gso(int fd, const unsigned char[::1] buf, Py_ssize_t stride, cons
         if dest.shape[0] != ADDR_SIZE:
             raise ValueError(f"dest must be one {ADDR_SIZE}-byte record")
         dp = <const udpio_addr *>&dest[0]
-    if count < 0 or start < 0 or start + count > nslots:
-        raise ValueError(f"start+count={start + count} outside the batch's {nslots} usable slots")
+    checked_order(None, start, count, nslots)
     if count == 0:
         return 0, False
     cdef int rc, refused = 0
