@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import array
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import climit
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from interleaved import measure
 from nacl import bindings
 
 from scion_appliance._fast.aead import AeadKey
@@ -35,31 +35,6 @@ from scion_appliance._fast.replay import ReplayWindow
 STRIDE = 2048
 KEY = bytes(range(32))
 RECEIVER = 0x01020304
-
-
-def measure(
-    impls: dict[str, Callable[[int], int]], n: int, runs: int, ms: float
-) -> dict[str, tuple[float, float]]:
-    """Median ns/packet and median throughput ratio to the first entry (the C limit), per implementation.
-
-    Every implementation gets a warm-up and a repetition count sized to about `ms` per run; the runs are
-    interleaved (one of each per round) and each ratio is taken within a round, so load from other
-    processes on the machine hits both sides of a ratio alike.
-    """
-    reps: dict[str, int] = {}
-    for name, fn in impls.items():
-        fn(2)
-        probe = max(fn(4), 1) / 4
-        reps[name] = max(1, int(ms * 1e6 / probe))
-    per_run: dict[str, list[float]] = {name: [] for name in impls}
-    for _ in range(runs):
-        for name, fn in impls.items():
-            per_run[name].append(fn(reps[name]) / (reps[name] * n))
-    limit = per_run[next(iter(impls))]
-    return {
-        name: (statistics.median(v), statistics.median(c / x for c, x in zip(limit, v, strict=True)))
-        for name, v in per_run.items()
-    }
 
 
 def header(n: int) -> bytes:

@@ -18,7 +18,6 @@ import argparse
 import array
 import ctypes
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import climit
+from interleaved import measure
 
 from scion_appliance._fast.replay import ReplayWindow
 
@@ -51,26 +51,6 @@ def workload(window: int, n: int, seed: int = 6479) -> tuple[list[int], list[int
         else:
             batch.append(TOP - window - 1 - rng.randrange(10 * window))  # too old
     return history, batch
-
-
-def measure(
-    impls: dict[str, Callable[[int], int]], n: int, runs: int, ms: float
-) -> dict[str, tuple[float, float]]:
-    """Median ns/packet and median throughput ratio to the first entry, runs interleaved (see bench_aead)."""
-    reps: dict[str, int] = {}
-    for name, fn in impls.items():
-        fn(2)
-        probe = max(fn(8), 1) / 8
-        reps[name] = max(1, int(ms * 1e6 / probe))
-    per_run: dict[str, list[float]] = {name: [] for name in impls}
-    for _ in range(runs):
-        for name, fn in impls.items():
-            per_run[name].append(fn(reps[name]) / (reps[name] * n))
-    limit = per_run[next(iter(impls))]
-    return {
-        name: (statistics.median(v), statistics.median(c / x for c, x in zip(limit, v, strict=True)))
-        for name, v in per_run.items()
-    }
 
 
 def bench(lib: Any, window: int, n: int) -> dict[str, Callable[[int], int]]:
@@ -161,7 +141,7 @@ def main() -> int:
     worst = 0.0
     for window in (int(x) for x in args.windows.split(",")):
         for name, (ns, ratio) in measure(
-            bench(lib, window, args.batch), args.batch, args.runs, args.ms
+            bench(lib, window, args.batch), args.batch, args.runs, args.ms, probe=8
         ).items():
             if name == "check_batch":
                 worst = max(worst, ns)
