@@ -525,6 +525,8 @@ class Appliance:
                     pass  # no path right now: the peer shows down; the next tick tries again
             self._events(now)
             backend.interfaces["router"] = self._router_status()
+            if backend.interfaces.get("tun") is not None and self.tunnel is not None:
+                backend.interfaces["tun"]["datapath"] = self.tunnel.datapath()
             self._counter_snap = backend.flat_counters()
             self._path_snap = backend.path_snapshot()
             if now >= next_catalogue:

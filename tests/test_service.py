@@ -575,6 +575,7 @@ def test_tun_mode_carries_ip_between_namespaces(pair: tuple[Node, Node], require
             for n in (a, b):
                 wait_until(f"{n.ia} (TUN) healthy", lambda n=n: healthy(n), timeout=15)  # type: ignore[misc]
             tun = a.status()["interfaces"]["tun"]
+            tun.pop("datapath", None)  # set by the first housekeeping tick after the tunnel started
             assert tun == {
                 "name": "sa-tun0",
                 "address": "203.0.113.1/24",
@@ -588,6 +589,9 @@ def test_tun_mode_carries_ip_between_namespaces(pair: tuple[Node, Node], require
             done = netns.run(nsa, [sys.executable, "-c", ECHO_CLIENT], timeout=60)
             assert done.stdout.strip() == "50", done.stdout + done.stderr
             assert a.status()["peers"][0]["transfer"]["tx_packets"] - before >= 50
+            # Both directions ran in the worker threads (the default [datapath] threads = true).
+            for n in (a, b):
+                assert n.status()["interfaces"]["tun"]["datapath"] == {"outbound": "thread", "inbound": "thread"}
         finally:
             if server is not None:
                 server.kill()

@@ -423,6 +423,13 @@ class IpTunnel:
 
     # -- accounting --------------------------------------------------------------------------------------
 
+    def datapath(self) -> dict[str, str]:
+        """Where each direction runs now, for status: "thread" (a C worker thread) or "event loop"
+        (threads off, or a thread that could not start or failed)."""
+        tx = self._thread is not None and self._thread.worker.running
+        rx = bool(getattr(self.gateway, "receive_thread_running", False))
+        return {"outbound": "thread" if tx else "event loop", "inbound": "thread" if rx else "event loop"}
+
     def _drop(self, reason: str, count: int = 1, *, remote: IA | None = None, **fields: Any) -> None:
         key = f"drop_{reason}"
         first = key not in self.counters

@@ -747,6 +747,11 @@ class Gateway:
         trio.lowlevel.notify_closing(thread.wake_fd)
         thread.stop(run_pending=run_pending)
 
+    @property
+    def receive_thread_running(self) -> bool:
+        """True while the receive worker thread carries the inbound data path (not threads off, not failed)."""
+        return self._rx is not None and self._rx.worker.running
+
     def harvest_rx(self) -> None:
         """Brings the receive thread's counters (transfer, last_rx, drops) up to date now."""
         if self._rx is not None:
