@@ -593,3 +593,42 @@ def test_any_packet_mix_comes_out_as_it_went_in(sizes: list[tuple[str, int]], fr
         assert [u[0] for u in r.worker.take_handoff()] == [rxworker.ACK]
     finally:
         _close(r)
+
+
+def test_a_receive_thread_that_cannot_start_leaves_the_event_loop_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of threads or descriptors when the tunnel starts: the gateway says so in the log, keeps reading
+    the socket in the event loop, and IP still arrives; status shows the inbound direction there."""
+    import scion_appliance.gateway.service as gateway_service
+
+    def no_thread(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(gateway_service, "RxThread", no_thread)
+    gw_a, gw_b = _gateways()
+    dev_a, lan_a = _fake_tun()
+    dev_b, lan_b = _fake_tun()
+    tunnel_a = IpTunnel(gw_a, dev_a, TrafficPolicy({IA_B: NET_B}), stride=2048)
+    tunnel_b = IpTunnel(gw_b, dev_b, TrafficPolicy({IA_A: NET_A}), stride=2048)
+    packets = [ipv4(100 + i, fill=i) for i in range(20)]
+    got: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with gw_a, gw_b, trio.open_nursery() as nursery:
+            await nursery.start(tunnel_a.run)
+            await nursery.start(tunnel_b.run)
+            with trio.fail_after(5):
+                await gw_a.send(IA_B, b"hello", msg_type=MSG_DATAGRAM)
+                assert await gw_b.receive() == (IA_A, b"hello")
+            for p in packets:
+                lan_a.send(p)
+            got["lan"] = await trio.to_thread.run_sync(_lan_packets, lan_b, len(packets))
+            got["b"] = tunnel_b.datapath()
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(scenario)
+    finally:
+        for s in (lan_a, lan_b, dev_a, dev_b):
+            s.close()
+    assert got["lan"] == packets
+    assert got["b"] == {"outbound": "thread", "inbound": "event loop"}

@@ -52,6 +52,7 @@ from typing import Any
 
 import trio
 
+from scion_appliance import log as _log
 from scion_appliance._fast import aead, codec, routerstep, udpio
 from scion_appliance._fast.replay import ReplayWindow
 from scion_appliance.gateway.datapath import BatchDatapath, BatchSink
@@ -83,6 +84,8 @@ from scion_appliance.tunnel.handshake import (
 )
 from scion_appliance.tunnel.peer import Peer
 from scion_appliance.tunnel.session import Session
+
+log = _log.get_logger("gateway")
 
 STRIDE = 2048
 BATCH = 64
@@ -727,8 +730,12 @@ class Gateway:
             self._rx_drain = _RxBatch()
         while self._gro is not None and self._gro.pending:  # cut datagrams waiting in the Python reader
             self._receive_batch(self._rx_drain)
-        thread = RxThread(self, target, BATCH, STRIDE)
-        thread.start()
+        try:
+            thread = RxThread(self, target, BATCH, STRIDE)
+            thread.start()
+        except OSError as e:  # out of descriptors, memory or threads: the event loop still does the job
+            log.warning("gateway.rx_thread_unavailable", error=str(e), note="inbound stays in the event loop")
+            return False
         self._rx = thread
         if self._rx_wait is not None:
             self._rx_wait.cancel()
