@@ -382,7 +382,10 @@ class Router:
 class Peer:
     name: str = setting("a name of 1-64 letters, digits, '.', '_' or '-'", p_peer_name)
     isd_as: IA = setting(IA_EXPECT, p_ia)
-    public_key: bytes = setting("32 bytes in base64 (as `scion-appliance keygen` prints)", p_public_key)
+    # Required unless the peer is plain (a reference SCION IP gateway has no session and no key).
+    public_key: bytes | None = setting(
+        "32 bytes in base64 (as `scion-appliance keygen` prints)", p_optional(p_public_key), None
+    )
     preshared_key_file: Path | None = setting(
         "a path to a 32-byte pre-shared key file", p_optional(p_path), None
     )
@@ -577,14 +580,22 @@ def _cross_checks(cfg: Config, ctx: Ctx) -> None:
                 f"{p.name!r} (also peers[{names[p.name]}])",
             )
         names[p.name] = i
-        if p.public_key in keys:
+        if p.public_key is None and not p.plain:
+            raise ConfigError(
+                ctx.file,
+                f"peers[{i}].public_key",
+                "32 bytes in base64 (the peer's `scion-appliance pubkey`); only a plain peer has none",
+                "nothing (this key is required for a sealed peer)",
+            )
+        if p.public_key is not None and p.public_key in keys:
             raise ConfigError(
                 ctx.file,
                 f"peers[{i}].public_key",
                 "a key no other peer has",
                 f"the key of peers[{keys[p.public_key]}]",
             )
-        keys[p.public_key] = i
+        if p.public_key is not None:
+            keys[p.public_key] = i
         if p.isd_as == cfg.identity.isd_as:
             raise ConfigError(
                 ctx.file,

@@ -68,8 +68,8 @@ def gateway(ia: IA, host: ipaddress.IPv4Address, port: int, peers: list[PeerSpec
 
 
 def plain_peer(name: str, ia: IA, host: ipaddress.IPv4Address) -> PeerSpec:
-    # The key is never used for a plain peer (no handshake); any valid one will do.
-    return PeerSpec(name, ia, host, SIG_PORT, public_key(generate_private_key()), host, plain=True)
+    # A reference gateway has no static key: no handshake, no session.
+    return PeerSpec(name, ia, host, SIG_PORT, None, host, plain=True)
 
 
 @pytest.fixture
@@ -244,7 +244,6 @@ isd_as = "1-ff00:0:110"
 [[peers]]
 name = "ref"
 isd_as = "1-ff00:0:111"
-public_key = "BZBSQwYIs4LLjGLW0HBSW38Z2d6M00cxc9Ubx5AsEEY="
 address = "127.0.56.2"
 probe_address = "127.0.56.2"
 plain = true
@@ -266,6 +265,23 @@ def test_config_plain_key() -> None:
     # A plain peer's port defaults to the reference gateway's 30056, a sealed one's to our underlay port.
     assert [(s.plain, s.port) for s in specs] == [(True, SIG_PORT), (False, config.APPLIANCE_PORT)]
     assert "plain SIG 30056 for 1 peer(s)" in cfg.summary()
+
+
+def test_config_plain_peer_needs_no_key_but_a_sealed_one_does() -> None:
+    cfg = config.parse(PLAIN_TOML, "t.toml")
+    assert cfg.peers[0].public_key is None and cfg.peers[1].public_key is not None
+    assert peer_specs(cfg, None)[0].public_key is None
+    sealed_without_key = PLAIN_TOML.replace('public_key = "4TGM1B3erwcXCs68DRQy5lfbjCrt/kJ7FVFKRlF6Iws="\n', "")
+    with pytest.raises(config.ConfigError, match=r"peers\[1\]\.public_key.*required for a sealed peer") as e:
+        config.parse(sealed_without_key, "t.toml")
+    assert e.value.key == "peers[1].public_key"
+    # Two plain peers without keys are not "the same key twice".
+    two_plain = PLAIN_TOML.replace('public_key = "4TGM1B3erwcXCs68DRQy5lfbjCrt/kJ7FVFKRlF6Iws="\n',
+                                   "plain = true\n")
+    assert [p.public_key for p in config.parse(two_plain, "t.toml").peers] == [None, None]
+    with pytest.raises(ValueError, match="sealed peer needs its static public key"):
+        PeerSpec("s", IA.parse("1-ff00:0:111"), ipaddress.ip_address("127.0.0.1"), 1, None,
+                 ipaddress.ip_address("127.0.0.1"))
 
 
 def test_config_plain_needs_a_sig_port_and_a_boolean() -> None:

@@ -172,7 +172,7 @@ class GatewayControl:
         return {
             "name": p.name,
             "isd_as": key,
-            "public_key": base64.b64encode(p.public_key).decode(),
+            "public_key": base64.b64encode(p.public_key).decode() if p.public_key is not None else None,
             "mode": "plain" if p.plain else "sealed",
             "endpoint": _endpoint(spec.host, spec.port) if spec else None,
             "probe_address": str(spec.probe_host) if spec else None,

@@ -108,11 +108,22 @@ class PeerSpec:
     ia: IA
     host: HostAddr
     port: int
-    public_key: bytes
+    public_key: bytes | None  # None only for a plain peer (no session, no key)
     probe_host: HostAddr
     psk: bytes | None = field(default=None, repr=False)
     # A reference SCION IP gateway: plain SIG frames to ``port`` (normally 30056), no envelope, no session.
     plain: bool = False
+
+    def __post_init__(self) -> None:
+        if self.public_key is None and not self.plain:
+            raise ValueError(f"peer {self.name}: a sealed peer needs its static public key")
+
+    @property
+    def static_key(self) -> bytes:
+        """The static public key of a sealed peer (the handshake's)."""
+        if self.public_key is None:
+            raise GatewayError(f"peer {self.name} is plain: it has no static key and no session")
+        return self.public_key
 
 
 @dataclass(frozen=True)
@@ -217,7 +228,7 @@ class Gateway:
         self._recent_handshakes: deque[float] = deque()
         self._rng = random.SystemRandom()
         self.handshaker = Handshaker(
-            private_key, [PeerConfig(p.public_key, p.psk) for p in peers if not p.plain], self._marks
+            private_key, [PeerConfig(p.static_key, p.psk) for p in peers if not p.plain], self._marks
         )
         # Plain SIG (reference gateway interop): our source port for plain frames, its socket opened
         # only while some peer is plain.
@@ -245,7 +256,7 @@ class Gateway:
         # Key rotation per peer (current, previous, next: ``tunnel.peer``); the keys of each session are in
         # its _Tunnel, found by the receiver index the peer writes into data messages to us.
         self._sessions = {
-            k: Peer(p.public_key, self.handshaker) for k, p in self.peers.items() if not p.plain
+            k: Peer(p.static_key, self.handshaker) for k, p in self.peers.items() if not p.plain
         }
         self._by_index: dict[int, tuple[str, _Tunnel]] = {}
         self._ready: dict[str, trio.Event] = {}
@@ -447,7 +458,7 @@ class Gateway:
         ]:
             old = self.peers[key]
             if key in self._sessions:
-                self.handshaker.remove_peer(old.public_key)
+                self.handshaker.remove_peer(old.static_key)
                 pending = self._ready.pop(key, None)
                 if pending is not None:
                     pending.set()  # ends that handshake's retry loop and wakes its waiters (they get an error)
@@ -462,9 +473,9 @@ class Gateway:
         for k, p in new.items():
             if p.plain:
                 continue
-            self.handshaker.add_peer(PeerConfig(p.public_key, p.psk))
+            self.handshaker.add_peer(PeerConfig(p.static_key, p.psk))
             if k not in self._sessions:
-                self._sessions[k] = Peer(p.public_key, self.handshaker)
+                self._sessions[k] = Peer(p.static_key, self.handshaker)
         if self.plain_sig is not None:
             self.plain_sig.forget()
         self._refresh_paths()
@@ -544,7 +555,7 @@ class Gateway:
                     await event.wait()
                 continue
             msg = self.handshaker.create_initiation(
-                peer.public_key, now=time.monotonic(), wall_time=time.time()
+                peer.static_key, now=time.monotonic(), wall_time=time.time()
             )
             self._send_on(path, self._builder(key, path).build(msg))
             self.counters["handshake_initiations_sent"] += 1
