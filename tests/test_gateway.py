@@ -106,6 +106,32 @@ async def test_handshake_and_datagrams_in_order() -> None:
             assert await a.receive() == (IA1, b"reply")
 
 
+async def test_sessions_idle_for_540_s_are_wiped_and_the_next_send_handshakes_again() -> None:
+    """WireGuard's zero-keys rule (3 x REJECT_AFTER_TIME without a new session): every session of the peer
+    goes, its AEAD keys are zeroed, and traffic afterwards brings up a fresh session."""
+    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
+    a, b = pair(
+        [PathInfo("direct", 0, (), b"", (str(HB), pb_))],
+        [PathInfo("direct", 0, (), b"", (str(HA), pa_))],
+        (pa_, pb_),
+    )
+    async with a, b:
+        await a.send(IA1, b"before")
+        with trio.fail_after(5):
+            assert await b.receive() == (IA1, b"before")
+        tun = a._tunnel_now(str(IA1))
+        assert tun is not None
+        now = time.monotonic()
+        assert a.expire_idle(now + 539) == []  # not yet
+        assert a.expire_idle(now + 541) == [str(IA1)]
+        assert tun.send.closed and tun.recv.closed  # the keys are wiped, not just forgotten
+        assert a.session(IA1) is None and a.counters["sessions_expired"] == 1
+        await a.send(IA1, b"after")
+        with trio.fail_after(5):
+            assert await b.receive() == (IA1, b"after")
+        assert a.counters["handshakes_completed"] == 2
+
+
 async def test_replayed_packets_are_refused_and_counted() -> None:
     pa_, pb_ = free_port(str(HA)), free_port(str(HB))
     relay = Relay((str(HA), pa_), (str(HB), pb_))

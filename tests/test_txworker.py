@@ -582,3 +582,26 @@ async def test_real_tun_in_a_namespace_through_the_thread(requires_root_netns: N
         assert all(len(d) == sizes[i % len(sizes)] for i, d in datagrams.items())
         c = ta.snapshot()["totals"]
         assert c["tx_worker_batches"] > 0 and c["frames_sent"] > 0
+
+
+async def test_expired_sessions_leave_the_lanes_before_their_keys_are_wiped() -> None:
+    """540 s without a new session (``Gateway.expire_idle``) while both threads carry traffic: the send
+    lane and the receive lanes let go first, the keys are zeroed, and the next packets bring up a fresh
+    session and flow again through the threads."""
+    async with lan_to_lan() as (a, ta, _tb, lan_a, lan_b, n):
+        thread = ta._thread
+        assert thread is not None
+        for i in range(20):
+            lan_a.send(numbered(i, 200))
+        got = await trio.to_thread.run_sync(lan_receive, lan_b, 20, 8.0)
+        await wait_for(lambda: 0 in thread._lanes)
+        old = thread._lanes[0].tun.send
+        assert a.expire_idle(time.monotonic() + 541) == [str(IA1)]
+        assert old.closed and thread.worker.armed(0) is not old
+        for i in range(20, 40):
+            lan_a.send(numbered(i, 200))
+            await trio.sleep(0.001)
+        got += await trio.to_thread.run_sync(lan_receive, lan_b, 20, 8.0)
+        assert got == [numbered(i, 200) for i in range(40)]
+        assert a.counters["handshakes_completed"] == 2
+        n.cancel_scope.cancel()

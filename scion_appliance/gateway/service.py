@@ -84,6 +84,7 @@ from scion_appliance.tunnel.handshake import (
 )
 from scion_appliance.tunnel.peer import Peer
 from scion_appliance.tunnel.session import Session
+from scion_appliance.tunnel.timers import REJECT_AFTER_TIME
 
 log = _log.get_logger("gateway")
 
@@ -691,9 +692,30 @@ class Gateway:
         except BlockingIOError:
             self.counters["drop_send_would_block"] += 1
 
+    def expire_idle(self, now: float) -> list[str]:
+        """WireGuard's zero-keys rule: a peer that derived no new session for 3 x REJECT_AFTER_TIME
+        (540 s) has every session wiped (receive lanes disarmed first, keys zeroed); its next send
+        handshakes again. Returns the peers whose sessions expired."""
+        expired = []
+        for key, peer in self._sessions.items():
+            sessions = peer.sessions()
+            if sessions and now - max(s.created for s in sessions) >= 3 * REJECT_AFTER_TIME:
+                peer.expire()
+                self._forget_dropped(key)
+                self.counters["sessions_expired"] += 1
+                expired.append(key)
+        if expired:
+            log.info("gateway.sessions_expired", peers=expired,
+                     note="no new session for 540 s: keys wiped; the next packet handshakes again")
+        return expired
+
     async def _probe_loop(self) -> None:
+        next_expiry = time.monotonic() + 1.0
         while True:
             now = time.monotonic()
+            if now >= next_expiry:
+                next_expiry = now + 1.0
+                self.expire_idle(now)
             self.prober.tick(now)
             for path, pkt in self.prober.due(now):
                 self._send_on(path, pkt)
