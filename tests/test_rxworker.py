@@ -15,7 +15,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 from scion_appliance import netns, tun
 from scion_appliance._fast import aead, codec, pipeline, rxworker, udpio
 from scion_appliance._fast.replay import ReplayWindow
+from scion_appliance.gateway import Gateway
 from scion_appliance.gateway.ip_tunnel import IpTunnel
 from scion_appliance.gateway.service import MSG_DATAGRAM
 from scion_appliance.gateway.traffic_policy import TrafficPolicy
@@ -374,65 +376,75 @@ def _lan_packets(lan: socket.socket, want: int) -> list[bytes]:
     return out
 
 
+@dataclass
+class Tunnels:
+    gw_a: Gateway
+    gw_b: Gateway
+    tunnel_a: IpTunnel
+    tunnel_b: IpTunnel
+    lan_a: socket.socket
+    lan_b: socket.socket
+    nursery: trio.Nursery
+
+
+@asynccontextmanager
+async def _tunnels_up(threads: bool = True) -> AsyncIterator[Tunnels]:
+    """Gateways A and B (``_gateways``) with IP tunnels over fake TUN devices, running, and the session up:
+    a first datagram A -> B went through (the handshake and it take the handed-up Python path)."""
+    gw_a, gw_b = _gateways()
+    dev_a, lan_a = _fake_tun()
+    dev_b, lan_b = _fake_tun()
+    try:
+        tunnel_a = IpTunnel(gw_a, dev_a, TrafficPolicy({IA_B: NET_B}), stride=2048, threads=threads)
+        tunnel_b = IpTunnel(gw_b, dev_b, TrafficPolicy({IA_A: NET_A}), stride=2048, threads=threads)
+        async with gw_a, gw_b, trio.open_nursery() as nursery:
+            await nursery.start(tunnel_a.run)
+            await nursery.start(tunnel_b.run)
+            with trio.fail_after(5):
+                await gw_a.send(IA_B, b"hello", msg_type=MSG_DATAGRAM)
+                assert await gw_b.receive() == (IA_A, b"hello")
+            yield Tunnels(gw_a, gw_b, tunnel_a, tunnel_b, lan_a, lan_b, nursery)
+            nursery.cancel_scope.cancel()
+    finally:
+        for s in (lan_a, lan_b, dev_a, dev_b):
+            s.close()
+
+
 @pytest.mark.parametrize("threads", [True, False])
-def test_gateways_carry_ip_through_the_receive_thread(threads: bool) -> None:
+async def test_gateways_carry_ip_through_the_receive_thread(threads: bool) -> None:
     """Handshake and first datagram through the handed-up Python path, then IP packets from LAN A come
     out at LAN B byte-exact through B's receive thread; acks flow back; counters reach the in-loop
     names; a rekey under load (the old lane disarmed, then its keys wiped) loses nothing that was sent
     after it. With threads off the same traffic takes the event loop's path."""
-    gw_a, gw_b = _gateways()
-    dev_a, lan_a = _fake_tun()
-    dev_b, lan_b = _fake_tun()
-    tunnel_a = IpTunnel(gw_a, dev_a, TrafficPolicy({IA_B: NET_B}), stride=2048, threads=threads)
-    tunnel_b = IpTunnel(gw_b, dev_b, TrafficPolicy({IA_A: NET_A}), stride=2048, threads=threads)
     first = [ipv4(60 + i, src="192.0.2.1", dst="198.51.100.1", fill=i) for i in range(40)]
     second = [ipv4(1300, src="192.0.2.1", dst="198.51.100.1", fill=i) for i in range(40)]
-    got: dict[str, Any] = {}
-
-    async def scenario() -> None:
-        async with gw_a, gw_b, trio.open_nursery() as nursery:
-            await nursery.start(tunnel_a.run)
-            await nursery.start(tunnel_b.run)
-            got["threaded"] = gw_b._rx is not None
-            with trio.fail_after(5):
-                await gw_a.send(IA_B, b"hello", msg_type=MSG_DATAGRAM)
-                assert await gw_b.receive() == (IA_A, b"hello")
-            await trio.to_thread.run_sync(_lan_send, lan_a, first)  # the event loop may be the reader
-            got["first"] = await trio.to_thread.run_sync(_lan_packets, lan_b, len(first))
-            old = gw_b.session(IA_A)
-            await trio.sleep(0.05)  # a second initiation within 20 ms of the first is refused (a flood)
-            with trio.fail_after(5):
-                gw_a.ensure_session(IA_B, rekey=True)
-                while gw_b.session(IA_A) is old or gw_a.handshaking(IA_B):
-                    await trio.sleep(0.01)
-            await trio.sleep(0.05)  # the new session confirmed on both sides
-            await trio.to_thread.run_sync(_lan_send, lan_a, second)  # the event loop may be the reader
-            got["second"] = await trio.to_thread.run_sync(_lan_packets, lan_b, len(second))
-            await trio.sleep(0.05)
-            gw_b.harvest_rx()
-            got["lanes"] = sorted(gw_b._rx.lanes) if gw_b._rx is not None else []
-            got["current"] = gw_b.session(IA_A).local_index  # type: ignore[union-attr]
-            nursery.cancel_scope.cancel()
-
-    try:
-        trio.run(scenario)
-    finally:
-        lan_a.close()
-        lan_b.close()
-        dev_a.close()
-        dev_b.close()
-    assert got["threaded"] is threads
-    assert got["first"] == first
-    assert got["second"] == second
+    async with _tunnels_up(threads) as t:
+        gw_a, gw_b = t.gw_a, t.gw_b
+        assert (gw_b._rx is not None) is threads
+        await trio.to_thread.run_sync(_lan_send, t.lan_a, first)  # the event loop may be the reader
+        assert await trio.to_thread.run_sync(_lan_packets, t.lan_b, len(first)) == first
+        old = gw_b.session(IA_A)
+        await trio.sleep(0.05)  # a second initiation within 20 ms of the first is refused (a flood)
+        with trio.fail_after(5):
+            gw_a.ensure_session(IA_B, rekey=True)
+            while gw_b.session(IA_A) is old or gw_a.handshaking(IA_B):
+                await trio.sleep(0.01)
+        await trio.sleep(0.05)  # the new session confirmed on both sides
+        await trio.to_thread.run_sync(_lan_send, t.lan_a, second)  # the event loop may be the reader
+        assert await trio.to_thread.run_sync(_lan_packets, t.lan_b, len(second)) == second
+        await trio.sleep(0.05)
+        gw_b.harvest_rx()
+        lanes = sorted(gw_b._rx.lanes) if gw_b._rx is not None else []
+        current = gw_b.session(IA_A).local_index  # type: ignore[union-attr]
     key = str(IA_A)
     assert gw_b.transfer[key]["rx_packets"] >= len(first) + 2  # + the datagram and the confirmation
     assert gw_b.counters["frames_received"] >= 2
     assert time.monotonic() - gw_b.last_rx[key] < 10
     assert gw_b.counters["acks_sent"] >= 1 and gw_a.counters["acks_received"] >= 1
-    assert tunnel_b.counters["tun_packets_written"] == len(first) + len(second)
+    assert t.tunnel_b.counters["tun_packets_written"] == len(first) + len(second)
     assert not {k for k in gw_b.counters if k.startswith("drop_")}, gw_b.counters
     if threads:
-        assert got["current"] in got["lanes"]  # the confirmed new session is armed
+        assert current in lanes  # the confirmed new session is armed
         assert gw_b.counters["rx_worker_datagrams"] > 0
 
 
@@ -522,57 +534,36 @@ def test_a_dead_socket_ends_the_thread_and_says_so() -> None:
         _close(r)
 
 
-def test_receive_parsed_shares_the_window_with_the_thread() -> None:
+async def test_receive_parsed_shares_the_window_with_the_thread() -> None:
     """A datagram of an armed session handed in already parsed (``Gateway.receive_parsed``, the embedded
     router's way) is opened in Python under the thread's lock and delivered; the same datagram then
     arriving on the socket is a replay for the thread."""
-    gw_a, gw_b = _gateways()
-    dev_a, lan_a = _fake_tun()
-    dev_b, lan_b = _fake_tun()
-    tunnel_a = IpTunnel(gw_a, dev_a, TrafficPolicy({IA_B: NET_B}), stride=2048)
-    tunnel_b = IpTunnel(gw_b, dev_b, TrafficPolicy({IA_A: NET_A}), stride=2048)
     packet = ipv4(120, src="192.0.2.1", dst="198.51.100.1", fill=5)
-    got: dict[str, Any] = {}
-
-    async def scenario() -> None:
-        async with gw_a, gw_b, trio.open_nursery() as nursery:
-            await nursery.start(tunnel_a.run)
-            await nursery.start(tunnel_b.run)
-            with trio.fail_after(5):
-                await gw_a.send(IA_B, b"hello", msg_type=MSG_DATAGRAM)
-                assert await gw_b.receive() == (IA_A, b"hello")
-            assert gw_b._rx is not None and gw_b.session(IA_A).local_index in gw_b._rx.lanes  # type: ignore[union-attr]
-            key = str(IA_B)
-            tun_a = gw_a._tunnel_now(key)
-            assert tun_a is not None
-            frame = FrameEncoder(9, 0x4242, 1472).encode([packet])[0]
-            envelope = tun_a.send.seal(tun_a.session.remote_index, frame, msg_type=DATA)
-            datagram = gw_a._builder(key, gw_a._choose(key)).build(envelope)
-            buf = bytearray(2048)
-            buf[: len(datagram)] = datagram
-            lengths = array.array("I", [len(datagram)])
-            addrs = udpio.new_addrs(1)
-            addrs[:] = udpio.addr_pack(str(gw_a.host), gw_a.port)
-            recs = codec.ScionRecords(1)
-            recs.parse_batch(buf, 2048, lengths, 1)
-            gw_b.receive_parsed(buf, 2048, lengths, addrs, recs, range(1), time.monotonic())
-            got["parsed"] = await trio.to_thread.run_sync(_lan_packets, lan_b, 1)
-            before = gw_b.counters["drop_replayed"]
-            gw_a._sock.sendto(datagram, (str(gw_b.host), gw_b.port))  # type: ignore[union-attr]
-            with trio.fail_after(2):
-                while gw_b.counters["drop_replayed"] == before:
-                    await trio.sleep(0.01)
-                    gw_b.harvest_rx()
-            got["replayed"] = gw_b.counters["drop_replayed"] - before
-            nursery.cancel_scope.cancel()
-
-    try:
-        trio.run(scenario)
-    finally:
-        for s in (lan_a, lan_b, dev_a, dev_b):
-            s.close()
-    assert got["parsed"] == [packet]
-    assert got["replayed"] == 1
+    async with _tunnels_up() as t:
+        gw_a, gw_b = t.gw_a, t.gw_b
+        assert gw_b._rx is not None and gw_b.session(IA_A).local_index in gw_b._rx.lanes  # type: ignore[union-attr]
+        key = str(IA_B)
+        tun_a = gw_a._tunnel_now(key)
+        assert tun_a is not None
+        frame = FrameEncoder(9, 0x4242, 1472).encode([packet])[0]
+        envelope = tun_a.send.seal(tun_a.session.remote_index, frame, msg_type=DATA)
+        datagram = gw_a._builder(key, gw_a._choose(key)).build(envelope)
+        buf = bytearray(2048)
+        buf[: len(datagram)] = datagram
+        lengths = array.array("I", [len(datagram)])
+        addrs = udpio.new_addrs(1)
+        addrs[:] = udpio.addr_pack(str(gw_a.host), gw_a.port)
+        recs = codec.ScionRecords(1)
+        recs.parse_batch(buf, 2048, lengths, 1)
+        gw_b.receive_parsed(buf, 2048, lengths, addrs, recs, range(1), time.monotonic())
+        assert await trio.to_thread.run_sync(_lan_packets, t.lan_b, 1) == [packet]
+        before = gw_b.counters["drop_replayed"]
+        gw_a._sock.sendto(datagram, (str(gw_b.host), gw_b.port))  # type: ignore[union-attr]
+        with trio.fail_after(2):
+            while gw_b.counters["drop_replayed"] == before:
+                await trio.sleep(0.01)
+                gw_b.harvest_rx()
+        assert gw_b.counters["drop_replayed"] - before == 1
 
 
 @settings(max_examples=25, deadline=None)
@@ -595,7 +586,9 @@ def test_any_packet_mix_comes_out_as_it_went_in(sizes: list[tuple[str, int]], fr
         _close(r)
 
 
-def test_a_receive_thread_that_cannot_start_leaves_the_event_loop_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_receive_thread_that_cannot_start_leaves_the_event_loop_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Out of threads or descriptors when the tunnel starts: the gateway says so in the log, keeps reading
     the socket in the event loop, and IP still arrives; status shows the inbound direction there."""
     import scion_appliance.gateway.service as gateway_service
@@ -604,31 +597,8 @@ def test_a_receive_thread_that_cannot_start_leaves_the_event_loop_reading(monkey
         raise OSError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(gateway_service, "RxThread", no_thread)
-    gw_a, gw_b = _gateways()
-    dev_a, lan_a = _fake_tun()
-    dev_b, lan_b = _fake_tun()
-    tunnel_a = IpTunnel(gw_a, dev_a, TrafficPolicy({IA_B: NET_B}), stride=2048)
-    tunnel_b = IpTunnel(gw_b, dev_b, TrafficPolicy({IA_A: NET_A}), stride=2048)
     packets = [ipv4(100 + i, fill=i) for i in range(20)]
-    got: dict[str, Any] = {}
-
-    async def scenario() -> None:
-        async with gw_a, gw_b, trio.open_nursery() as nursery:
-            await nursery.start(tunnel_a.run)
-            await nursery.start(tunnel_b.run)
-            with trio.fail_after(5):
-                await gw_a.send(IA_B, b"hello", msg_type=MSG_DATAGRAM)
-                assert await gw_b.receive() == (IA_A, b"hello")
-            for p in packets:
-                lan_a.send(p)
-            got["lan"] = await trio.to_thread.run_sync(_lan_packets, lan_b, len(packets))
-            got["b"] = tunnel_b.datapath()
-            nursery.cancel_scope.cancel()
-
-    try:
-        trio.run(scenario)
-    finally:
-        for s in (lan_a, lan_b, dev_a, dev_b):
-            s.close()
-    assert got["lan"] == packets
-    assert got["b"] == {"outbound": "thread", "inbound": "event loop"}
+    async with _tunnels_up() as t:
+        await trio.to_thread.run_sync(_lan_send, t.lan_a, packets)
+        assert await trio.to_thread.run_sync(_lan_packets, t.lan_b, len(packets)) == packets
+        assert t.tunnel_b.datapath() == {"outbound": "thread", "inbound": "event loop"}
