@@ -68,8 +68,10 @@ static inline uint64_t now_ns(void)
 txw *txw_new(int tun_fd, int vnet, int sock_fd, const pl_prefix *pfx, size_t npfx, unsigned batch,
              size_t stride, uint32_t frame_size, uint8_t msg_type, unsigned handoff_slots, unsigned send_slots)
 {
-    if (batch == 0 || stride < 64 || frame_size < PL_SIG_HDR + PL_SIG_MIN_START || handoff_slots == 0
-        || send_slots == 0 || npfx > 65536) {
+    /* A sealed frame must fit a UDP length field with the 8-byte UDP header: pl_stamp skips longer ones,
+     * which would leave sealed counters unsent and the send records' counter runs wrong. */
+    if (batch == 0 || stride < 64 || frame_size < PL_SIG_HDR + PL_SIG_MIN_START
+        || frame_size > TXW_MAX_FRAME || handoff_slots == 0 || send_slots == 0 || npfx > 65536) {
         errno = EINVAL;
         return NULL;
     }

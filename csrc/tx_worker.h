@@ -37,6 +37,7 @@
 #define TXW_ERRNOS 134           /* send errnos counted one by one below this */
 #define TXW_SEND_WAIT_NS 5000000 /* longest wait for room in the socket's send buffer */
 #define TXW_DRAIN_ROUNDS 64      /* batches read per wake-up before the stop flag is looked at again */
+#define TXW_MAX_FRAME (0xFFFF - 8 - 32) /* longest SIG frame: + UDP header + envelope fits UDP length */
 
 /* Worker-wide counters (indexes into txw.counters). */
 enum {

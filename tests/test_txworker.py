@@ -195,6 +195,16 @@ def test_fuzzed_lan_packets_never_crash_the_thread_and_each_is_sent_or_handed_up
         assert set(FrameDecoder().feed_many(opened)) <= sent
 
 
+def test_a_frame_size_whose_sealed_datagram_exceeds_udp_is_refused() -> None:
+    # 65495 + 32 (envelope) + 8 (UDP header) = 65535: the longest that fits UDP's length field.
+    dev, lan = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with dev, lan, out:
+        TxWorker(dev.fileno(), False, out.fileno(), PrefixTable([]), frame_size=65495).stop()
+        with pytest.raises(ValueError, match=r"frame size 56\.\.65495"):
+            TxWorker(dev.fileno(), False, out.fileno(), PrefixTable([]), frame_size=65496)
+
+
 def test_a_full_handoff_ring_drops_and_counts() -> None:
     dev, lan = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     dev.setblocking(False)

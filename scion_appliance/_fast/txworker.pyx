@@ -29,6 +29,7 @@ from scion_appliance._fast.udpio cimport udpio_addr
 
 cdef extern from "tx_worker.h" nogil:
     int TXW_REMOTES
+    int TXW_MAX_FRAME
     int TXW_HEADROOM
     int TXW_ERRNOS
     int TXW_COUNTER_COUNT
@@ -108,8 +109,8 @@ cdef class TxWorker:
     def __cinit__(self, int tun_fd, bint vnet_hdr, int sock_fd, PrefixTable prefixes not None,
                   Py_ssize_t batch=64, Py_ssize_t stride=2048, uint32_t frame_size=1472, uint8_t msg_type=4,
                   Py_ssize_t handoff_slots=1024, Py_ssize_t send_slots=4096):
-        if not 0 < batch <= 1024 or not 64 <= stride <= 65600 or frame_size < 56:
-            raise ValueError("batch 1..1024, stride 64..65600, frame size at least 56")
+        if not 0 < batch <= 1024 or not 64 <= stride <= 65600 or not 56 <= frame_size <= TXW_MAX_FRAME:
+            raise ValueError(f"batch 1..1024, stride 64..65600, frame size 56..{TXW_MAX_FRAME}")
         if not 0 < handoff_slots <= 65536 or not 0 < send_slots <= 1 << 20:
             raise ValueError("handoff_slots 1..65536, send_slots 1..2^20")
         # The worker keeps its own copy of the table (a reload gives the tunnel a new one).
