@@ -261,10 +261,10 @@ int rxw_disarm(rx_worker *w, uint32_t receiver, rxw_lane_counters *out)
     return 0;
 }
 
-void rxw_stream_idle(rx_worker *w, uint8_t remote)
+void rxw_stream_idle(rx_worker *w, uint8_t remote, uint32_t seen)
 {
     rxw_lock(w);
-    if (remote < RXW_REMOTES && w->remotes[remote])
+    if (remote < RXW_REMOTES && w->remotes[remote] && w->remotes[remote]->frames_up == seen)
         w->remotes[remote]->py_owns = 0;
     rxw_unlock(w);
 }
@@ -417,9 +417,10 @@ static void run_lane(rx_worker *w, rxw_lane *lane, size_t n, int64_t now)
         if (!w->slow[i])
             continue;
         rm->py_owns = 1;
-        hand_up(w, RXW_H_FRAME, lane->remote, lane->receiver,
-                w->buf + i * w->stride + w->offsets[i] + AEAD_HEADER_LEN, w->lengths[i], 0, w->counters[i], 0,
-                NULL);
+        if (hand_up(w, RXW_H_FRAME, lane->remote, lane->receiver,
+                    w->buf + i * w->stride + w->offsets[i] + AEAD_HEADER_LEN, w->lengths[i], 0, w->counters[i],
+                    rm->frames_up + 1, NULL))
+            rm->frames_up++;
     }
 }
 

@@ -94,6 +94,7 @@ typedef struct {
     uint8_t *arena;
     size_t arena_size;
     int py_owns;     /* a frame went up: the Python decoder owns the stream until rxw_stream_idle */
+    uint32_t frames_up; /* frames of this remote handed up so far (mod 2^32); each FRAME record carries it */
     uint64_t use_clock;
     rxw_route routes[RXW_ROUTES];
 } rxw_remote;
@@ -160,8 +161,10 @@ int rxw_arm(rx_worker *w, uint32_t receiver, const unsigned char *key, replay_wi
 /* Under the lock: disarms the lane and copies its unharvested counters to *out (may be NULL). Returns 0,
  * or -ENOENT when the receiver has no lane. */
 int rxw_disarm(rx_worker *w, uint32_t receiver, rxw_lane_counters *out);
-/* The Python decoder of `remote` holds no partial packet: the thread may deframe its frames again. */
-void rxw_stream_idle(rx_worker *w, uint8_t remote);
+/* The Python decoder of `remote` holds no partial packet after the FRAME record numbered `seen` (its
+ * `received` field): the thread deframes the remote's frames again, unless it handed up more frames
+ * since; those are still in the ring and must be decoded first, or frames would overtake each other. */
+void rxw_stream_idle(rx_worker *w, uint8_t remote, uint32_t seen);
 
 /* Under the lock: copies lane k's counters to *out and zeroes them (last_rx_ns is kept). Returns 1 when
  * lane k is armed (its receiver in *receiver), else 0. */

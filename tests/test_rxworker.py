@@ -251,10 +251,18 @@ def test_frames_the_c_deframer_leaves_go_up_until_python_releases_the_stream(rig
     rig.send(rig.seal([frames[1]]))  # a continuation without its start: the Python decoder decides
     ups = [u for u in rig.handoff(2) if u[0] == rxworker.FRAME]
     assert [u[6] for u in ups] == [frames[1]]
+    first_no = ups[0][4]  # a FRAME record's "received" field numbers it
     rig.send(rig.seal(late))  # the stream is Python's until it says otherwise
     ups = [u for u in rig.handoff(1) if u[0] == rxworker.FRAME]
-    assert [u[6] for u in ups] == late
-    rig.worker.stream_idle(0)
+    assert [u[6] for u in ups] == late and ups[0][4] == first_no + 1
+    # Released after the first frame only: refused, since a later frame went up and is not decoded yet
+    # (C deframing now would let the next frames overtake it).
+    rig.worker.stream_idle(0, first_no)
+    still = rig.encoder.encode([ipv4(100, fill=5)])
+    rig.send(rig.seal(still))
+    ups = [u for u in rig.handoff(1) if u[0] == rxworker.FRAME]
+    assert [u[6] for u in ups] == still
+    rig.worker.stream_idle(0, ups[0][4])  # after the last one handed up: the thread deframes again
     again = rig.encoder.encode([ipv4(100, fill=4)])
     rig.send(rig.seal(again))
     assert rig.packets(1) == [ipv4(100, fill=4)]

@@ -83,7 +83,7 @@ cdef extern from "rx_worker.h" nogil:
     int rxw_arm(rx_worker *w, uint32_t receiver, const unsigned char *key, replay_window *window,
                 uint8_t remote, pl_carry *carry, uint8_t *arena, size_t arena_size, int64_t expires_ns)
     int rxw_disarm(rx_worker *w, uint32_t receiver, rxw_lane_counters *out)
-    void rxw_stream_idle(rx_worker *w, uint8_t remote)
+    void rxw_stream_idle(rx_worker *w, uint8_t remote, uint32_t seen)
     int rxw_harvest_lane(rx_worker *w, size_t k, uint32_t *receiver, rxw_lane_counters *out)
     void rxw_harvest(rx_worker *w, rxw_counters *out)
     const rxw_record *rxw_handoff_peek(rx_worker *w, const uint8_t **data)
@@ -269,12 +269,14 @@ cdef class RxWorker:
     def receivers(self):
         return list(self._lanes)
 
-    def stream_idle(self, int remote):
-        """The Python decoder of ``remote`` holds no partial packet: the thread deframes its frames again
-        (after it handed one up, every frame of that remote goes up until this is called)."""
+    def stream_idle(self, int remote, uint32_t seen):
+        """The Python decoder of ``remote`` holds no partial packet after the FRAME record ``seen`` (that
+        record's ``received`` field): the thread deframes the remote's frames again, unless it handed up
+        more since (after it handed one up, every frame of that remote goes up until this is called with
+        the number of the last one)."""
         if 0 <= remote < 255:
             with nogil:
-                rxw_stream_idle(self.w, <uint8_t>remote)
+                rxw_stream_idle(self.w, <uint8_t>remote, seen)
 
     # -- handoff and counters ----------------------------------------------------------------------------
 

@@ -167,7 +167,7 @@ class RxThread:
         try:
             records = self.worker.take_handoff()
             pending: list[tuple[bytes, bytes]] = []
-            frames_of: set[int] = set()
+            frames_of: dict[int, int] = {}  # remote -> the number of its last FRAME record here
             for kind, receiver, remote, counter, received, addr, data in records:
                 if kind == rxworker.DATAGRAM:
                     pending.append((addr, data))
@@ -178,12 +178,12 @@ class RxThread:
                 else:
                     self._datagrams(pending)  # frames of one stream stay in arrival order
                     self._frame(remote, data)
-                    frames_of.add(remote)
+                    frames_of[remote] = received
             self._datagrams(pending)
-            for remote in frames_of:
+            for remote, seen in frames_of.items():
                 key = self.by_remote.get(remote)
                 if key is not None and not self.target.decoder_pending(key):
-                    self.worker.stream_idle(remote)
+                    self.worker.stream_idle(remote, seen)  # refused if more frames went up meanwhile
             return len(records)
         finally:
             self._busy = False
