@@ -12,7 +12,8 @@ MAX_LANES: int
 HANDOFF_SLOTS: int
 DATA_TYPE: int
 
-# (kind, receiver, remote, counter, received, udpio address record, data)
+# (kind, receiver, remote, counter, received, udpio address record, data); "received" is the route's running
+# count in an ACK record and the frame's number (for stream_idle) in a FRAME record
 Record = tuple[int, int, int, int, int, bytes, bytes]
 
 class _Held:
