@@ -19,7 +19,6 @@ from __future__ import annotations
 import array
 import select
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scion_appliance._fast import aead, codec, pipeline, udpio
@@ -95,12 +94,8 @@ class BatchDatapath:
             gw._send_log.record_range(tun.session.local_index, tx.counters[0], sent, path.id, now)
             gw._data_sent(key, path.id, now)
         gw.counters["datagrams_sent"] += sent
-        t = gw.transfer.get(key)
-        if t is None:
-            t = gw.transfer[key] = Counter()
-        t["tx_packets"] += sent
-        t["tx_bytes"] += sum(tx.out_lens[i] for i in range(sent)) - sent * (tmpl.length + aead.OVERHEAD)
-        gw.last_tx[key] = now
+        payload = sum(tx.out_lens[i] for i in range(sent)) - sent * (tmpl.length + aead.OVERHEAD)
+        gw._account(key, "tx", payload, gw.last_tx, packets=sent, at=now)
         return sent
 
     def _sendmmsg(self, tx: pipeline.TxBatch, dest: bytes, live: int) -> int:
@@ -196,12 +191,7 @@ class BatchDatapath:
             gw._session_ready(key)
         if out.initiation is not None:
             gw._reply(key, out.initiation)
-        t = gw.transfer.get(key)
-        if t is None:
-            t = gw.transfer[key] = Counter()
-        t["rx_packets"] += len(opened)
-        t["rx_bytes"] += sum(lengths[i] for i in opened)
-        gw.last_rx[key] = now
+        gw._account(key, "rx", sum(lengths[i] for i in opened), gw.last_rx, packets=len(opened), at=now)
         if len(data) < len(opened):
             gw.counters["keepalives_received"] += len(opened) - len(data)
         if not data:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import array
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -251,12 +250,7 @@ class RxThread:
     def _account_lane(self, key: str, tun: _Tunnel, lane: dict[str, Any]) -> None:
         gw = self.gw
         if lane["rx_packets"]:
-            t = gw.transfer.get(key)
-            if t is None:
-                t = gw.transfer[key] = Counter()
-            t["rx_packets"] += lane["rx_packets"]
-            t["rx_bytes"] += lane["rx_bytes"]
-            gw.last_rx[key] = max(gw.last_rx.get(key, 0.0), lane["last_rx"])
+            gw._account(key, "rx", lane["rx_bytes"], gw.last_rx, packets=lane["rx_packets"], at=lane["last_rx"])
         for name, v in lane.items():
             if name.startswith("drop_") and v:
                 gw.counters[name] += v

@@ -414,13 +414,19 @@ class Gateway:
 
     # -- sessions and reconfiguration, for the service layer (control API, SIGHUP) ---------------------
 
-    def _account(self, key: str, direction: str, nbytes: int, when: dict[str, float]) -> None:
+    def _account(self, key: str, direction: str, nbytes: int, when: dict[str, float], *, packets: int = 1,
+                 at: float | None = None) -> None:
+        """``packets`` messages of ``nbytes`` bytes in all went to or came from ``key`` (``direction`` "tx"
+        or "rx"); ``when`` (``last_tx`` or ``last_rx``) moves to ``at`` (default: now), never back (a
+        thread's harvest may report a time before the event loop's last message)."""
         t = self.transfer.get(key)
         if t is None:
             t = self.transfer[key] = Counter()
-        t[f"{direction}_packets"] += 1
+        t[f"{direction}_packets"] += packets
         t[f"{direction}_bytes"] += nbytes
-        when[key] = time.monotonic()
+        at = time.monotonic() if at is None else at
+        if at > when.get(key, 0.0):  # 0.0: a thread's "never" (monotonic times are positive)
+            when[key] = at
 
     def session(self, dst_ia: IA | str) -> Session | None:
         """The live session's bookkeeping (indexes, age, role) with ``dst_ia``; never its keys."""

@@ -244,10 +244,4 @@ class TxThread:
             remote.counters["frames_sent"] += delta["datagrams"]
             tunnel.counters["frames_sent"] += delta["datagrams"]
             gw.counters["datagrams_sent"] += delta["datagrams"]
-            t = gw.transfer.get(key)
-            if t is None:
-                t = gw.transfer[key] = Counter()
-            t["tx_packets"] += delta["datagrams"]
-            t["tx_bytes"] += delta["bytes"]
-            if now["last_tx"] > gw.last_tx.get(key, 0.0):
-                gw.last_tx[key] = now["last_tx"]
+            gw._account(key, "tx", delta["bytes"], gw.last_tx, packets=delta["datagrams"], at=now["last_tx"])
