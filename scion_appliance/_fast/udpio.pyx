@@ -105,6 +105,21 @@ cdef Py_ssize_t _slots(Py_ssize_t buflen, Py_ssize_t stride) except -1:
     return buflen // stride
 
 
+cdef Py_ssize_t _recv_count(Py_ssize_t buflen, Py_ssize_t stride, Py_ssize_t nlengths, unsigned char[::1] addrs,
+                            Py_ssize_t max_count, udpio_addr **ap) except -1:
+    """How many datagrams one receive into a batch may take (0 to 2^30): its slots, lengths, source
+    records and ``max_count`` (if >= 0). ``*ap``: where the source records go (NULL without ``addrs``)."""
+    cdef Py_ssize_t n = min(_slots(buflen, stride), nlengths)
+    ap[0] = NULL
+    if addrs is not None:
+        n = min(n, addrs.shape[0] // ADDR_SIZE)
+        if addrs.shape[0] >= ADDR_SIZE:
+            ap[0] = <udpio_addr *>&addrs[0]
+    if max_count >= 0:
+        n = min(n, max_count)
+    return max(0, min(n, 1 << 30))
+
+
 def recv_batch(int fd, unsigned char[::1] buf, Py_ssize_t stride, unsigned int[::1] lengths,
                unsigned char[::1] addrs=None, Py_ssize_t max_count=-1):
     """Receives up to as many datagrams as the batch has slots (and ``max_count``, if >= 0).
@@ -112,18 +127,10 @@ def recv_batch(int fd, unsigned char[::1] buf, Py_ssize_t stride, unsigned int[:
     Fills slot i, ``lengths[i]`` and, when ``addrs`` is given, source record i. Returns the count
     (0: nothing waiting). ``lengths[i] > stride`` flags a truncated datagram.
     """
-    cdef Py_ssize_t n = _slots(buf.shape[0], stride)
-    n = min(n, lengths.shape[0])
-    cdef udpio_addr *ap = NULL
-    if addrs is not None:
-        n = min(n, addrs.shape[0] // ADDR_SIZE)
-        if addrs.shape[0] >= ADDR_SIZE:
-            ap = <udpio_addr *>&addrs[0]
-    if max_count >= 0:
-        n = min(n, max_count)
-    if n <= 0:
+    cdef udpio_addr *ap
+    cdef Py_ssize_t n = _recv_count(buf.shape[0], stride, lengths.shape[0], addrs, max_count, &ap)
+    if n == 0:
         return 0
-    n = min(n, 1 << 30)
     cdef int rc
     with nogil:
         rc = udpio_recv(fd, &buf[0], <size_t>stride, <uint32_t *>&lengths[0], ap, <unsigned>n)
@@ -225,20 +232,13 @@ cdef class GroReader:
     def recv_batch(self, int fd, unsigned char[::1] buf, Py_ssize_t stride, unsigned int[::1] lengths,
                    unsigned char[::1] addrs=None, Py_ssize_t max_count=-1):
         """As ``recv_batch``."""
-        cdef Py_ssize_t n = min(_slots(buf.shape[0], stride), lengths.shape[0])
-        cdef udpio_addr *ap = NULL
-        if addrs is not None:
-            n = min(n, addrs.shape[0] // ADDR_SIZE)
-            if addrs.shape[0] >= ADDR_SIZE:
-                ap = <udpio_addr *>&addrs[0]
-        if max_count >= 0:
-            n = min(n, max_count)
-        if n <= 0:
+        cdef udpio_addr *ap
+        cdef Py_ssize_t n = _recv_count(buf.shape[0], stride, lengths.shape[0], addrs, max_count, &ap)
+        if n == 0:
             return 0
         cdef int rc
         with nogil:
-            rc = udpio_gro_recv(fd, self.r, &buf[0], <size_t>stride, <uint32_t *>&lengths[0], ap,
-                                <unsigned>min(n, 1 << 30))
+            rc = udpio_gro_recv(fd, self.r, &buf[0], <size_t>stride, <uint32_t *>&lengths[0], ap, <unsigned>n)
         if rc < 0:
             _raise_errno(rc)
         return rc
