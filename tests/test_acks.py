@@ -21,8 +21,7 @@ from scion_appliance.paths.acks import (
     encode_ack,
 )
 from scion_appliance.paths.quality import PathState
-from scion_appliance.paths.source import PathInfo
-from tests.test_gateway import HA, HB, IA1, Relay, free_port, pair
+from tests.test_gateway import IA1, Relay, relayed_pair
 
 
 def test_ack_layout_is_counter_then_count_little_endian() -> None:
@@ -158,11 +157,7 @@ class DataEater(Relay):
 
 
 async def test_a_path_that_stops_delivering_data_is_left_though_its_probes_answer() -> None:
-    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
-    relays = [DataEater((str(HA), pa_), (str(HB), pb_)) for _ in range(2)]
-    addrs = [await r.bind() for r in relays]
-    paths = [PathInfo(f"path{i}", i + 1, (), b"", addrs[i]) for i in range(2)]
-    a, b = pair(paths, paths, (pa_, pb_))
+    a, b, relays = await relayed_pair(DataEater)
     async with trio.open_nursery() as n, a, b:
         for r in relays:
             n.start_soon(r.run)

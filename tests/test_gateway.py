@@ -11,6 +11,7 @@ import itertools
 import socket
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trio
@@ -82,13 +83,29 @@ def pair(
     return a, b
 
 
-async def test_handshake_and_datagrams_in_order() -> None:
+R = TypeVar("R", bound=Relay)
+
+
+def direct_pair(kb_peer: bytes | None = None) -> tuple[Gateway, Gateway]:
+    """``pair`` on loopback whose one path to each other is the direct one (no router, no relay)."""
     pa_, pb_ = free_port(str(HA)), free_port(str(HB))
-    a, b = pair(
-        [PathInfo("direct", 0, (), b"", (str(HB), pb_))],
-        [PathInfo("direct", 0, (), b"", (str(HA), pa_))],
-        (pa_, pb_),
-    )
+    return pair([PathInfo("direct", 0, (), b"", (str(HB), pb_))],
+                [PathInfo("direct", 0, (), b"", (str(HA), pa_))], (pa_, pb_), kb_peer)
+
+
+async def relayed_pair(relay: type[R]) -> tuple[Gateway, Gateway, list[R]]:
+    """``pair`` with two paths, ``path0`` and ``path1``, each through its own relay (bound here; start
+    each one's ``run`` in a nursery)."""
+    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
+    relays = [relay((str(HA), pa_), (str(HB), pb_)) for _ in range(2)]
+    addrs = [await r.bind() for r in relays]
+    paths = [PathInfo(f"path{i}", i + 1, (), b"", addrs[i]) for i in range(2)]
+    a, b = pair(paths, paths, (pa_, pb_))
+    return a, b, relays
+
+
+async def test_handshake_and_datagrams_in_order() -> None:
+    a, b = direct_pair()
     async with a, b:
         sent = [f"datagram {i}".encode() for i in range(200)]
         for d in sent:
@@ -109,12 +126,7 @@ async def test_handshake_and_datagrams_in_order() -> None:
 async def test_sessions_idle_for_540_s_are_wiped_and_the_next_send_handshakes_again() -> None:
     """WireGuard's zero-keys rule (3 x REJECT_AFTER_TIME without a new session): every session of the peer
     goes, its AEAD keys are zeroed, and traffic afterwards brings up a fresh session."""
-    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
-    a, b = pair(
-        [PathInfo("direct", 0, (), b"", (str(HB), pb_))],
-        [PathInfo("direct", 0, (), b"", (str(HA), pa_))],
-        (pa_, pb_),
-    )
+    a, b = direct_pair()
     async with a, b:
         await a.send(IA1, b"before")
         with trio.fail_after(5):
@@ -158,14 +170,8 @@ async def test_replayed_packets_are_refused_and_counted() -> None:
 
 
 async def test_unknown_static_key_gets_no_session() -> None:
-    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
     wrong = public_key(generate_private_key())
-    a, b = pair(
-        [PathInfo("direct", 0, (), b"", (str(HB), pb_))],
-        [PathInfo("direct", 0, (), b"", (str(HA), pa_))],
-        (pa_, pb_),
-        kb_peer=wrong,  # A expects another key than B's: B's answers cannot authenticate
-    )
+    a, b = direct_pair(kb_peer=wrong)  # A expects another key than B's: B's answers cannot authenticate
     async with a, b:
         with pytest.raises(GatewayError, match="no session"), trio.fail_after(10):
             await a.send(IA1, b"hello")
@@ -173,11 +179,7 @@ async def test_unknown_static_key_gets_no_session() -> None:
 
 
 async def test_failover_when_the_active_path_is_cut() -> None:
-    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
-    relays = [Relay((str(HA), pa_), (str(HB), pb_)) for _ in range(2)]
-    addrs = [await r.bind() for r in relays]
-    paths = [PathInfo(f"path{i}", i + 1, (), b"", addrs[i]) for i in range(2)]
-    a, b = pair(paths, paths, (pa_, pb_))
+    a, b, relays = await relayed_pair(Relay)
     async with trio.open_nursery() as n, a, b:
         for r in relays:
             n.start_soon(r.run)

@@ -32,11 +32,10 @@ from scion_appliance.gateway import Gateway
 from scion_appliance.gateway.ip_tunnel import IpTunnel
 from scion_appliance.gateway.traffic_policy import TrafficPolicy
 from scion_appliance.gateway.tx_thread import LANE_CHECK
-from scion_appliance.paths.source import PathInfo
 from scion_appliance.scion.addr import IA
 from scion_appliance.scion.builder import UdpPacketBuilder
 from scion_appliance.scion.sig_frame import FrameDecoder, FrameEncoder
-from tests.test_gateway import HA, HB, IA1, Relay, free_port, pair
+from tests.test_gateway import IA1, Relay, direct_pair, relayed_pair
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -381,13 +380,6 @@ def fake_tun(kind: int = socket.SOCK_DGRAM) -> Iterator[tuple[tun.TunDevice, soc
         yield dev, lan
 
 
-def direct_pair() -> tuple[Gateway, Gateway]:
-    """Two gateways on loopback whose one path to each other is the direct one."""
-    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
-    return pair([PathInfo("direct", 0, (), b"", (str(HB), pb_))],
-                [PathInfo("direct", 0, (), b"", (str(HA), pa_))], (pa_, pb_))
-
-
 @asynccontextmanager
 async def lan_to_lan() -> AsyncIterator[tuple[Gateway, IpTunnel, IpTunnel, socket.socket, socket.socket,
                                                trio.Nursery]]:
@@ -475,11 +467,7 @@ async def test_lan_to_lan_through_the_thread_in_order_with_acks_and_drops_counte
 
 
 async def test_failover_moves_the_lane_within_the_check_interval() -> None:
-    pa_, pb_ = free_port(str(HA)), free_port(str(HB))
-    relays = [Relay((str(HA), pa_), (str(HB), pb_)) for _ in range(2)]
-    addrs = [await r.bind() for r in relays]
-    paths = [PathInfo(f"path{i}", i + 1, (), b"", addrs[i]) for i in range(2)]
-    a, b = pair(paths, paths, (pa_, pb_))
+    a, b, relays = await relayed_pair(Relay)
     with fake_tun() as (dev_a, lan_a), fake_tun(socket.SOCK_SEQPACKET) as (dev_b, lan_b):
         ta = IpTunnel(a, dev_a, TrafficPolicy({IA1: NET_B}), stride=2048)
         tb = IpTunnel(b, dev_b, TrafficPolicy({IA1: NET_A}), stride=2048)
