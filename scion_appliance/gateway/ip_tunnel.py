@@ -373,19 +373,9 @@ class IpTunnel:
         # While the Python decoder holds a partial packet, it must see the frames that follow.
         npkts, spoofed, fast = rx.deframe(buf, stride, lengths, self._table, remote.index, remote.deframer,
                                           remote.decoder.pending() > 0)
-        if fast:
-            remote.decoder.frames_in += fast
-            remote.decoder.packets_out += npkts + spoofed
-            self.counters["frames_received"] += fast
-            remote.counters["frames_received"] += fast
-        if spoofed:
-            self._drop(TunnelDrop.SPOOFED_SOURCE, spoofed, remote=peer_ia)
+        self._count_deframed(remote, fast, npkts, spoofed)
         if npkts:
-            written, failed, err = rx.write_tun(self.tun.fileno(), self.tun.vnet_hdr, self.udp_write_segs)
-            if failed:
-                self._drop(TunnelDrop.TUN_WRITE, failed, remote=peer_ia, detail=os.strerror(err))
-            remote.counters["packets_written"] += written
-            self.counters["tun_packets_written"] += written
+            self._count_written(remote, *rx.write_tun(self.tun.fileno(), self.tun.vnet_hdr, self.udp_write_segs))
         for i in rx.slow_frames():
             start = i * stride + rx.offsets[i] + 16
             self.deliver(peer_ia, bytes(buf[start: start + lengths[i]]))
@@ -405,19 +395,28 @@ class IpTunnel:
     def _rx_delivered(self, key: str, counts: dict[str, int]) -> None:
         """The receive thread's deframing and TUN writes for one remote since its last harvest (as
         ``deliver_batch`` counts them)."""
-        ia = IA.parse(key)
-        remote = self._remotes.get(ia)
+        remote = self._remotes.get(IA.parse(key))
         if remote is None:
             return
-        fast, written, spoofed, failed = counts["frames"], counts["written"], counts["spoofed"], counts["tun_failed"]
-        remote.decoder.frames_in += fast
-        remote.decoder.packets_out += written + failed + spoofed
-        self.counters["frames_received"] += fast
-        remote.counters["frames_received"] += fast
+        written, failed = counts["written"], counts["tun_failed"]
+        self._count_deframed(remote, counts["frames"], written + failed, counts["spoofed"])
+        if written or failed:
+            self._count_written(remote, written, failed, counts["tun_errno"])
+
+    def _count_deframed(self, remote: _Remote, fast: int, packets: int, spoofed: int) -> None:
+        """``fast`` frames of ``remote`` deframed in C gave ``packets`` packets and ``spoofed`` refused ones
+        (kept in its decoder's counts, as if the Python decoder had seen them)."""
+        if fast:
+            remote.decoder.frames_in += fast
+            remote.decoder.packets_out += packets + spoofed
+            self.counters["frames_received"] += fast
+            remote.counters["frames_received"] += fast
         if spoofed:
-            self._drop(TunnelDrop.SPOOFED_SOURCE, spoofed, remote=ia)
+            self._drop(TunnelDrop.SPOOFED_SOURCE, spoofed, remote=remote.ia)
+
+    def _count_written(self, remote: _Remote, written: int, failed: int, err: int) -> None:
         if failed:
-            self._drop(TunnelDrop.TUN_WRITE, failed, remote=ia, detail=os.strerror(counts["tun_errno"]))
+            self._drop(TunnelDrop.TUN_WRITE, failed, remote=remote.ia, detail=os.strerror(err))
         remote.counters["packets_written"] += written
         self.counters["tun_packets_written"] += written
 
